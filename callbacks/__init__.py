@@ -1,0 +1,5 @@
+"""Lightning callbacks for craft_pl (installed as ``craft_pl.callbacks``)."""
+
+from craft_pl.callbacks.rollout_metrics import RolloutMetrics
+
+__all__ = ["RolloutMetrics"]

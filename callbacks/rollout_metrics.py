@@ -1,0 +1,20 @@
+"""Logs what the RL step's rollouts did: success, score, valid actions, turns, environment errors, timings."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+
+
+class RolloutMetrics(pl.Callback):
+    """Writes ``rollout/*`` and ``timing/rollout_s`` once per RL step, at the step's first optimizer step."""
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        stats = getattr(trainer.datamodule, "last_rollout_stats", None)
+        if stats and trainer.logger is not None:
+            trainer.logger.log_metrics(stats, step=trainer.global_step)
+        if stats:
+            pl_module.print(
+                f"RL step {trainer.current_epoch}: success {stats['rollout/success_rate']:.3f} "
+                f"score {stats['rollout/score']:.3f} valid {stats['rollout/valid_action_ratio']:.3f} "
+                f"turns {stats['rollout/turns']:.2f} rollout {stats['timing/rollout_s']:.1f}s"
+            ) if trainer.progress_bar_callback is not None else None

@@ -1,0 +1,3 @@
+from craft_pl.cli import main
+
+main()

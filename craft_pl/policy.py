@@ -1,0 +1,273 @@
+"""The policy: a causal LM, its tokenizer, its trainable adapter and its reference.
+
+``Policy`` is configured at parse time (nothing loads) and built in ``CraftModule.configure_model`` with
+``build()``. The reference policy is the base weights with the adapter disabled (LoRA) or a frozen copy of the base
+(full fine-tuning); the base is the warm-started model when a warm start is configured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Literal
+
+import torch
+
+from craft_pl.scoring import pad_pairs, response_logprobs
+from craft_pl.seeding import derive_seed
+from craft_pl.tiny_model import tiny_qwen2, train_tokenizer
+from craft_pl.warm_start import WarmStart, behaviour_clone, cache_directory, cache_key
+
+log = logging.getLogger(__name__)
+
+BUILTIN_TINY = "builtin:tiny"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class TinyModelSpec:
+    """Shape of the built-in tiny Qwen2 model and its locally trained tokenizer."""
+
+    vocab_size: int = 1024
+    """Target BPE vocabulary size (the trainer may stop below it on a small corpus)."""
+    hidden_size: int = 128
+    """Width of the residual stream."""
+    num_layers: int = 2
+    """Transformer blocks."""
+    num_heads: int = 4
+    """Attention heads."""
+    num_kv_heads: int = 2
+    """Key/value heads (grouped-query attention)."""
+    intermediate_size: int = 384
+    """Width of the MLP."""
+    max_positions: int = 2048
+    """Longest sequence the model accepts."""
+
+
+class Policy(torch.nn.Module):
+    """A Hugging Face causal LM (or the built-in tiny model) with a trainable ``policy`` adapter."""
+
+    def __init__(
+        self,
+        model: str = BUILTIN_TINY,
+        tiny: TinyModelSpec = TinyModelSpec(),
+        local_files_only: bool = False,
+        finetune: Literal["lora", "full"] = "lora",
+        lora_rank: int = 16,
+        lora_alpha: float = 32.0,
+        lora_dropout: float = 0.0,
+        lora_target_modules: list[str] | None = None,
+        dtype: Literal["float32", "bfloat16", "float16"] = "float32",
+        use_chat_template: bool = True,
+        max_prompt_tokens: int = 1024,
+        warm_start: WarmStart | None = None,
+    ) -> None:
+        """
+        Args:
+            model: ``builtin:tiny`` (no download), a Hugging Face hub name, or a local directory.
+            tiny: Shape of the built-in tiny model (used only when ``model`` is ``builtin:tiny``).
+            local_files_only: Never touch the network when loading a hub model (it must be cached).
+            finetune: ``lora`` trains a peft adapter named ``policy``; ``full`` trains every weight.
+            lora_rank: LoRA rank r.
+            lora_alpha: LoRA scaling alpha.
+            lora_dropout: Dropout on the LoRA branch.
+            lora_target_modules: Module names to adapt (default: every attention and MLP projection).
+            dtype: Parameter dtype of the loaded model.
+            use_chat_template: Wrap prompts in the tokenizer's chat template when it has one.
+            max_prompt_tokens: Prompts longer than this are cut from the left (history goes first).
+            warm_start: Behaviour-clone the expert before RL; the result is the base (and reference) model.
+        """
+        super().__init__()
+        if model.startswith((".", "/", "~")) and not Path(model).expanduser().exists():
+            raise ValueError(
+                f"policy.model: local path {model!r} does not exist; give an existing directory with a "
+                f"Hugging Face model, a hub name, or {BUILTIN_TINY!r}"
+            )
+        if lora_rank < 1:
+            raise ValueError(f"policy.lora_rank must be >= 1, got {lora_rank}")
+        if max_prompt_tokens < 8:
+            raise ValueError(f"policy.max_prompt_tokens must be >= 8, got {max_prompt_tokens}")
+        self.model_name = model
+        self.tiny = tiny
+        self.local_files_only = local_files_only
+        self.finetune = finetune
+        self.lora_rank = lora_rank
+        self.lora_alpha = lora_alpha
+        self.lora_dropout = lora_dropout
+        self.lora_target_modules = lora_target_modules or [
+            "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+        ]
+        self.dtype_name = dtype
+        self.use_chat_template = use_chat_template
+        self.max_prompt_tokens = max_prompt_tokens
+        self.warm_start = warm_start
+        self.model: torch.nn.Module | None = None
+        self.reference: torch.nn.Module | None = None
+        self.tokenizer = None
+        self.warm_start_losses: list[float] = []
+
+    # ------------------------------------------------------------------ building
+    @property
+    def is_built(self) -> bool:
+        return self.model is not None
+
+    @property
+    def needs_corpus(self) -> bool:
+        """The built-in tokenizer is trained on environment text."""
+        return self.model_name == BUILTIN_TINY
+
+    def build(self, corpus: list[str], demonstrations: list[tuple[str, str]] | None, seed: int) -> None:
+        """Load or create tokenizer and model, warm-start them, then attach the adapter / reference."""
+        if self.is_built:
+            return
+        self.tokenizer = self._load_tokenizer(corpus)
+        base = self._load_model(seed)
+        if self.warm_start is not None:
+            if not demonstrations:
+                raise ValueError("policy.warm_start is set but the environment produced no demonstrations")
+            self._warm_start(base, demonstrations, seed)
+        for parameter in base.parameters():
+            parameter.requires_grad_(False)
+        if self.finetune == "lora":
+            from peft import LoraConfig, get_peft_model
+
+            config = LoraConfig(
+                r=self.lora_rank,
+                lora_alpha=self.lora_alpha,
+                lora_dropout=self.lora_dropout,
+                target_modules=self.lora_target_modules,
+                bias="none",
+            )
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(derive_seed(seed, "adapter_init"))
+                self.model = get_peft_model(base, config, adapter_name="policy")
+        else:
+            self.reference = copy.deepcopy(base).eval()
+            for parameter in base.parameters():
+                parameter.requires_grad_(True)
+            self.model = base
+
+    def _load_tokenizer(self, corpus: list[str]):
+        if self.model_name == BUILTIN_TINY:
+            if not corpus:
+                raise ValueError("the built-in tokenizer needs environment text to train on; got an empty corpus")
+            return train_tokenizer(corpus, self.tiny.vocab_size)
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(self.model_name, local_files_only=self.local_files_only)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return tokenizer
+
+    def _load_model(self, seed: int) -> torch.nn.Module:
+        if self.model_name == BUILTIN_TINY:
+            spec = self.tiny
+            model = tiny_qwen2(
+                vocab_size=len(self.tokenizer),
+                hidden_size=spec.hidden_size,
+                num_layers=spec.num_layers,
+                num_heads=spec.num_heads,
+                num_kv_heads=spec.num_kv_heads,
+                intermediate_size=spec.intermediate_size,
+                max_positions=spec.max_positions,
+                seed=derive_seed(seed, "model_init"),
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.tokenizer.eos_token_id,
+            )
+            return model.to(DTYPES[self.dtype_name])
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(
+            self.model_name, dtype=DTYPES[self.dtype_name], local_files_only=self.local_files_only
+        )
+
+    def _warm_start(self, base: torch.nn.Module, demonstrations: list[tuple[str, str]], seed: int) -> None:
+        settings = self.warm_start
+        rows = [(self.encode_prompt(p), self.encode_response(r)) for p, r in demonstrations]
+        description = f"{self.model_name}|{self.tiny}|{self.dtype_name}|{sum(p.numel() for p in base.parameters())}"
+        key = cache_key(settings, description, self.tokenizer.get_vocab(), rows, seed)
+        path = cache_directory(settings) / f"{key}.pt"
+        if settings.cache and path.exists():
+            log.info("warm start: loading cached weights from %s", path)
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            base.load_state_dict(saved["state_dict"])
+            self.warm_start_losses = saved["losses"]
+            return
+        log.info("warm start: behaviour cloning on %d rows for %d steps", len(rows), settings.steps)
+        generator = torch.Generator().manual_seed(derive_seed(seed, "warm_start"))
+        self.warm_start_losses = behaviour_clone(base, rows, settings, self.tokenizer.pad_token_id, generator)
+        base.eval()
+        if settings.cache:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            torch.save({"state_dict": base.state_dict(), "losses": self.warm_start_losses}, tmp)
+            tmp.replace(path)
+
+    # ------------------------------------------------------------------ text <-> ids
+    def encode_prompt(self, text: str) -> list[int]:
+        """Prompt ids (chat-templated when the tokenizer has a template), cut from the left to the budget."""
+        if self.use_chat_template and getattr(self.tokenizer, "chat_template", None):
+            ids = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True, return_dict=False
+            )
+        else:
+            ids = self.tokenizer(text, add_special_tokens=False).input_ids
+        return list(ids[-self.max_prompt_tokens :])
+
+    def encode_response(self, text: str) -> list[int]:
+        """Response ids of a demonstration, ending with EOS."""
+        return list(self.tokenizer(text, add_special_tokens=False).input_ids) + [self.tokenizer.eos_token_id]
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False)
+
+    # ------------------------------------------------------------------ forward passes
+    @contextlib.contextmanager
+    def use(self, which: Literal["policy", "reference"]) -> Iterator[torch.nn.Module]:
+        """The module that computes ``which``: the adapted policy, or the base with adapters off / frozen copy."""
+        if which == "policy":
+            yield self.model
+        elif self.reference is not None:
+            yield self.reference
+        else:
+            with self.model.disable_adapter():
+                yield self.model
+
+    def token_logprobs(
+        self,
+        prompt_ids: list[list[int]],
+        response_ids: list[list[int]],
+        which: Literal["policy", "reference"] = "policy",
+        with_entropy: bool = False,
+        micro_batch_size: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Per-token log-probs ``[rows, R]`` of responses given prompts, entropy (optional) and response mask.
+
+        Rows are scored ``micro_batch_size`` at a time and re-assembled; gradients flow when enabled by the caller.
+        """
+        rows = len(prompt_ids)
+        size = micro_batch_size or rows
+        width = max(1, max(len(r) for r in response_ids))
+        entropy = None
+        chunks_logp, chunks_entropy = [], []
+        with self.use(which) as module:
+            for start in range(0, rows, size):
+                batch = pad_pairs(prompt_ids[start : start + size], response_ids[start : start + size],
+                                  self.tokenizer.pad_token_id)
+                chunk_logp, chunk_entropy = response_logprobs(module, batch, with_entropy)
+                chunks_logp.append(torch.nn.functional.pad(chunk_logp, (0, width - chunk_logp.shape[1])))
+                if with_entropy:
+                    chunks_entropy.append(torch.nn.functional.pad(chunk_entropy, (0, width - chunk_entropy.shape[1])))
+        logp = torch.cat(chunks_logp)
+        if with_entropy:
+            entropy = torch.cat(chunks_entropy)
+        mask = torch.zeros(rows, width, dtype=torch.bool)
+        for row, response in enumerate(response_ids):
+            mask[row, : len(response)] = True
+        return logp, entropy, mask.to(logp.device)
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]

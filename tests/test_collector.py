@@ -1,0 +1,79 @@
+"""Collector: lockstep episodes, rows, invalid actions, environment failures, prompt budgets."""
+
+import pytest
+import torch
+
+from craft_pl.data import rows_from_trajectories
+from craft_pl.envs.base import PromptParts
+from craft_pl.rollout.collector import Collector, collect_demonstrations, encode_prompt_parts
+from craft_pl.rollout.engine import Generation, GenerationEngine, SamplingParams
+from tests.toy_env import PickWordEnv
+
+
+class ScriptedEngine(GenerationEngine):
+    """Answers each prompt with the next scripted text; records how many prompts each call got."""
+
+    def __init__(self, texts):
+        self.texts = list(texts)
+        self.calls = []
+
+    def generate(self, model, tokenizer, prompt_ids, sampling, generator):
+        self.calls.append(len(prompt_ids))
+        out = []
+        for _ in prompt_ids:
+            text = self.texts.pop(0)
+            finished = not text.startswith("LONG")
+            ids = tokenizer(text, add_special_tokens=False).input_ids or [tokenizer.pad_token_id]
+            out.append(Generation(ids, [-0.5] * len(ids), finished))
+        return out
+
+
+def _run(policy, env_kwargs, texts, tasks=1, group=4):
+    env = PickWordEnv(**env_kwargs)
+    collector = Collector(lambda: PickWordEnv(**env_kwargs), history_length=2)
+    engine = ScriptedEngine(texts)
+    trajectories = collector.run(env.task_panel("train", tasks, 0), group, policy, engine,
+                                 SamplingParams(), torch.Generator())
+    return trajectories, engine
+
+
+def test_siblings_run_in_lockstep_with_one_generate_call_per_turn(tiny_policy):
+    task_word = PickWordEnv().task_panel("train", 1, 0)[0].payload
+    good = f"<think>ok</think><action>{task_word}</action>"
+    junk = "\u2603\x00<action>unclosed"
+    texts = [good, junk, "", "LONG" + "x" * 50,  # turn 1: win, invalid, empty, over-long
+             junk, good, "<think>a</think><action>brick</action>"]  # turn 2 for the three still running
+    trajectories, engine = _run(tiny_policy, {"max_turns": 2}, texts)
+    assert engine.calls == [4, 3]
+    assert [len(t.turns) for t in trajectories] == [1, 2, 2, 2]
+    assert [t.won for t in trajectories] == [True, False, True, task_word == "brick"]
+    assert [r.valid_action for r in trajectories[1].turns] == [False, False]
+    batch = rows_from_trajectories(trajectories, penalty=0.1)
+    assert batch.num_rows == 7
+    assert batch.group_ids.tolist() == [0] * 7
+    assert batch.turn_index.tolist() == [0, 0, 1, 0, 1, 0, 1]
+    assert batch.rewards.tolist()[:4] == pytest.approx([10.0, -0.1, -0.1, 10.0 - 0.1])  # invalid turn: -0.1
+    assert batch.response_mask.sum().item() == sum(len(r) for r in batch.response_ids)
+
+
+def test_an_environment_that_raises_ends_only_its_trajectory(tiny_policy):
+    task_word = PickWordEnv().task_panel("train", 1, 0)[0].payload
+    bad_word = "heron" if task_word != "heron" else "apple"
+    texts = [f"<think>x</think><action>{bad_word}</action>", f"<think>x</think><action>{task_word}</action>"]
+    trajectories, _ = _run(tiny_policy, {"max_turns": 1, "fail_on": bad_word}, texts, group=2)
+    assert trajectories[0].env_error and not trajectories[0].won
+    assert trajectories[1].won and not trajectories[1].env_error
+
+
+def test_history_is_dropped_before_the_prompt_is_cut(tiny_policy):
+    tiny_policy.max_prompt_tokens = 40
+    parts = PromptParts("Task: choose apple\n", tuple(f"[step {i} brick cloud delta]\n" for i in range(6)), "Now:\n")
+    ids, cut = encode_prompt_parts(tiny_policy, parts)
+    assert cut and len(ids) < 40
+    assert tiny_policy.decode(ids).startswith("Task: choose apple")  # the task survives
+
+
+def test_expert_demonstrations_only_keep_won_episodes():
+    demos, success = collect_demonstrations(PickWordEnv(), PickWordEnv().task_panel("train", 10, 0), 2)
+    assert success == 1.0 and len(demos) == 10
+    assert all(response.startswith("<think>") for _, response in demos)
