@@ -17,7 +17,14 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from craft_pl.envs.base import AgentEnv, Task
 from craft_pl.rollout.batch import RolloutBatch
-from craft_pl.rollout.collector import Collector, Trajectory, collect_demonstrations
+from craft_pl.rollout.collector import (
+    Collector,
+    Trajectory,
+    collect_demonstrations,
+    encode_prompt_parts,
+    teacher_budget,
+    with_privileged_context,
+)
 from craft_pl.rollout.engine import GenerationEngine, HFEngine, SamplingParams
 from craft_pl.rollout.stats import episode_stats
 from craft_pl.seeding import NamedGenerators, derive_seed, run_seed
@@ -40,6 +47,7 @@ def rows_from_trajectories(trajectories: list[Trajectory], penalty: float) -> Ro
         sampling_logp[r, : len(turn.response_ids)] = torch.tensor(turn.sampling_logp, dtype=torch.float32)
     return RolloutBatch(
         prompt_ids=[turn.prompt_ids for _, _, turn in rows],
+        prompt_parts=[turn.prompt_parts for _, _, turn in rows],
         response_ids=[turn.response_ids for _, _, turn in rows],
         response_mask=response_mask,
         group_ids=torch.tensor([t.group_id for t, _, _ in rows], dtype=torch.long),
@@ -49,6 +57,7 @@ def rows_from_trajectories(trajectories: list[Trajectory], penalty: float) -> Ro
                              dtype=torch.float32),
         valid_action=torch.tensor([turn.valid_action for _, _, turn in rows], dtype=torch.bool),
         task_types=[t.task.task_type for t, _, _ in rows],
+        privileged_context=[t.privileged_context for t, _, _ in rows],
         sampling_logp=sampling_logp,
     )
 
@@ -56,10 +65,12 @@ def rows_from_trajectories(trajectories: list[Trajectory], penalty: float) -> Ro
 class EvaluationRollouts(IterableDataset):
     """Iterating runs the evaluation episodes with the current policy and yields their trajectories in chunks."""
 
-    def __init__(self, datamodule: "RolloutDataModule", tasks: list[Task], samples_per_task: int) -> None:
+    def __init__(self, datamodule: "RolloutDataModule", tasks: list[Task], samples_per_task: int,
+                 privileged: bool = False) -> None:
         self.datamodule = datamodule
         self.tasks = tasks
         self.samples_per_task = samples_per_task
+        self.privileged = privileged
 
     def __iter__(self) -> Iterator[list[Trajectory]]:
         dm = self.datamodule
@@ -68,7 +79,7 @@ class EvaluationRollouts(IterableDataset):
         chunk = max(1, dm.val_batch_envs // self.samples_per_task)
         for start in range(0, len(self.tasks), chunk):
             yield dm.collector.run(self.tasks[start : start + chunk], self.samples_per_task, dm.policy, dm.engine,
-                                   sampling, generator)
+                                   sampling, generator, privileged=self.privileged)
 
 
 class RolloutDataModule(pl.LightningDataModule):
@@ -90,6 +101,7 @@ class RolloutDataModule(pl.LightningDataModule):
         val_samples_per_task: PositiveInt = 1,
         val_temperature: float = 0.4,
         val_batch_envs: PositiveInt = 128,
+        val_privileged: bool = True,
         panel_seed: int = 0,
         scoring_batch_size: PositiveInt = 64,
         engine: GenerationEngine | None = None,
@@ -110,6 +122,8 @@ class RolloutDataModule(pl.LightningDataModule):
             val_samples_per_task: Episodes per validation task (averaging cuts sampling noise).
             val_temperature: Validation sampling temperature (0 = greedy).
             val_batch_envs: Environments evaluated together in one batched rollout.
+            val_privileged: Also evaluate the policy *with* privileged context (``val/success_rate_privileged``),
+                when the environment offers it: how much better the teacher's view is.
             panel_seed: Seed of the task panels (kept apart from the run seed so seeds share panels).
             scoring_batch_size: Rows per no-grad forward when scoring old and reference log-probs.
             engine: Generation engine (default ``HFEngine``).
@@ -131,6 +145,7 @@ class RolloutDataModule(pl.LightningDataModule):
         self.val_samples_per_task = val_samples_per_task
         self.val_temperature = val_temperature
         self.val_batch_envs = val_batch_envs
+        self.val_privileged = val_privileged
         self.panel_seed = panel_seed
         self.scoring_batch_size = scoring_batch_size
         self.engine = engine or HFEngine()
@@ -156,11 +171,25 @@ class RolloutDataModule(pl.LightningDataModule):
             self._panels[split] = self.reference_env.task_panel(split, size, self.panel_seed)
         return self._panels[split]
 
-    def demonstrations(self, count: int) -> list[tuple[str, str]]:
-        """Expert (prompt, response) pairs on ``count`` train tasks seeded apart from RL and validation."""
+    @property
+    def has_privileged_context(self) -> bool:
+        """Whether the environment offers privileged context (skills or hints) for its tasks."""
+        try:
+            self.reference_env.privileged_context(self.panel("train")[0])
+        except NotImplementedError:
+            return False
+        return True
+
+    def demonstrations(self, count: int, privileged_fraction: float = 0.0) -> list[tuple[str, str]]:
+        """Expert (prompt, response) pairs on ``count`` train tasks seeded apart from RL and validation; a
+        ``privileged_fraction`` of the episodes (chosen by a seeded draw) carry the privileged context."""
         env = self.reference_env
         tasks = env.task_panel("train", count, derive_seed(self.panel_seed, "demonstrations"))
-        demos, expert_success = collect_demonstrations(env, tasks, self.history_length)
+        flags = None
+        if privileged_fraction > 0 and self.has_privileged_context:
+            draw = torch.rand(count, generator=torch.Generator().manual_seed(derive_seed(self.panel_seed, "privileged")))
+            flags = (draw < privileged_fraction).tolist()
+        demos, expert_success = collect_demonstrations(env, tasks, self.history_length, flags)
         log.info("expert demonstrations: %d rows, expert success %.3f", len(demos), expert_success)
         return demos
 
@@ -179,9 +208,11 @@ class RolloutDataModule(pl.LightningDataModule):
         penalty = self.reference_env.invalid_action_penalty
         batch = rows_from_trajectories(trajectories, penalty)
         rollout_seconds = time.perf_counter() - started
-        self._score(batch, module.objective.needs_reference)
-        module.objective.prepare(batch)
         stats = episode_stats(trajectories, "rollout")
+        self._score(batch, module.objective.needs_reference)
+        if module.needs_teacher:
+            stats.update(self._score_teacher(batch, tasks))
+        module.prepare_step(batch)
         stats["rollout/rows"] = float(batch.num_rows)
         stats["rollout/response_tokens"] = float(batch.response_mask.sum())
         stats["rollout/truncated_generations"] = float(sum(
@@ -206,6 +237,36 @@ class RolloutDataModule(pl.LightningDataModule):
             batch.ref_logp, _, _ = policy.token_logprobs(batch.prompt_ids, batch.response_ids, "reference",
                                                          micro_batch_size=self.scoring_batch_size)
 
+    @torch.no_grad()
+    def _score_teacher(self, batch: RolloutBatch, tasks: list[Task]) -> dict[str, float]:
+        """Teacher log-probs: privileged text + the student's prompt, the student's response ids unchanged."""
+        env = self.reference_env
+        contexts = {}
+        for group_id, task in enumerate(tasks):
+            contexts[group_id] = env.privileged_context(task)
+            if not contexts[group_id].strip():
+                raise RuntimeError(
+                    f"the method needs a teacher but {type(env).__name__} gave no privileged context for task "
+                    f"{task.task_id!r}; give every task a skill or hint, or set model.objective.distill_coef: 0"
+                )
+        batch.privileged_context = [contexts[int(g)] for g in batch.group_ids]
+        budget = teacher_budget(self.policy, SamplingParams(max_new_tokens=self.max_new_tokens))
+        teacher_prompts, truncated = [], 0
+        for context, parts in zip(batch.privileged_context, batch.prompt_parts):
+            teacher = encode_prompt_parts(self.policy, with_privileged_context(context, parts), budget)
+            student = encode_prompt_parts(self.policy, parts)
+            truncated += teacher.cut or teacher.history_dropped > student.history_dropped
+            teacher_prompts.append(teacher.ids)
+        started = time.perf_counter()
+        batch.teacher_logp, _, _ = self.policy.token_logprobs(teacher_prompts, batch.response_ids, "teacher",
+                                                             micro_batch_size=self.scoring_batch_size)
+        context_tokens = [len(self.policy.encode_prompt(c, budget=10**9)) for c in contexts.values()]
+        return {
+            "teacher/truncated_rows": float(truncated),
+            "teacher/context_tokens": sum(context_tokens) / max(1, len(context_tokens)),
+            "timing/teacher_scoring_s": time.perf_counter() - started,
+        }
+
     def _mini_batches(self, batch: RolloutBatch) -> list[RolloutBatch]:
         mini_batches = []
         for _ in range(self.ppo_epochs):
@@ -219,9 +280,14 @@ class RolloutDataModule(pl.LightningDataModule):
         return mini_batches
 
     # ------------------------------------------------------------------ evaluation
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(EvaluationRollouts(self, self.panel("val"), self.val_samples_per_task), batch_size=None,
-                          collate_fn=_keep)
+    def val_dataloader(self) -> list[DataLoader]:
+        """The validation panel without privileged context, then (when enabled) with it."""
+        loaders = [DataLoader(EvaluationRollouts(self, self.panel("val"), self.val_samples_per_task),
+                              batch_size=None, collate_fn=_keep)]
+        if self.val_privileged and self.has_privileged_context:
+            loaders.append(DataLoader(EvaluationRollouts(self, self.panel("val"), self.val_samples_per_task,
+                                                         privileged=True), batch_size=None, collate_fn=_keep))
+        return loaders
 
     def test_dataloader(self) -> DataLoader:
         return DataLoader(EvaluationRollouts(self, self.panel("test"), self.val_samples_per_task), batch_size=None,

@@ -13,6 +13,7 @@ import lightning.pytorch as pl
 import torch
 
 from craft_pl.objective import Objective
+from craft_pl.pillars.base import CreditPillar, canonical_order
 from craft_pl.policy import Policy
 from craft_pl.rollout.batch import RolloutBatch
 from craft_pl.rollout.collector import Trajectory
@@ -29,6 +30,7 @@ class CraftModule(pl.LightningModule):
         self,
         policy: Policy,
         objective: Objective | None = None,
+        pillars: list[CreditPillar] | None = None,
         lr: float = 1e-4,
         weight_decay: float = 0.0,
         adam_betas: tuple[float, float] = (0.9, 0.999),
@@ -40,7 +42,8 @@ class CraftModule(pl.LightningModule):
         """
         Args:
             policy: The language-model policy (built in ``configure_model``, never at parse time).
-            objective: The loss (default: GRPO with verl-agent's settings).
+            objective: The baseline loss (GRPO / OPSD / SDAR coefficients).
+            pillars: Credit pillars that transform the loss terms (empty = the baseline); order in YAML is irrelevant.
             lr: AdamW learning rate of the RL update.
             weight_decay: AdamW weight decay.
             adam_betas: AdamW betas.
@@ -56,6 +59,12 @@ class CraftModule(pl.LightningModule):
             raise ValueError(f"model.micro_batch_size must be >= 1 or null, got {micro_batch_size}")
         self.policy = policy
         self.objective = objective or Objective()
+        self.pillars = list(pillars or [])
+        self.active_pillars = canonical_order(self.pillars)
+        if any(p.needs_teacher for p in self.active_pillars) and not self.objective.use_distill:
+            raise ValueError(
+                "model.pillars: a pillar that reshapes the distillation credit needs model.objective.distill_coef > 0"
+            )
         self.lr = lr
         self.weight_decay = weight_decay
         self.adam_betas = tuple(adam_betas)
@@ -67,19 +76,35 @@ class CraftModule(pl.LightningModule):
         self.max_nonfinite_steps = max_nonfinite_steps
         self.automatic_optimization = False
         self._nonfinite_in_a_row = 0
-        self._validation_trajectories: list[Trajectory] = []
+        self._evaluation: list[list[Trajectory]] = [[], []]
         self._epoch_started = 0.0
+        self._step_metrics: dict[str, list[float]] = {}
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.objective.needs_teacher
+
+    def prepare_step(self, batch: RolloutBatch) -> None:
+        """Group-level work once per RL step: the objective's advantages, then each active pillar's preparation."""
+        self.objective.prepare(batch)
+        for pillar in self.active_pillars:
+            pillar.prepare(batch)
 
     # ------------------------------------------------------------------ building
     def configure_model(self) -> None:
         if self.policy.is_built:
             return
         datamodule = self.trainer.datamodule
+        if self.needs_teacher and not datamodule.has_privileged_context:
+            raise ValueError(
+                f"model.objective.distill_coef > 0 needs a teacher, but {type(datamodule.reference_env).__name__} "
+                "offers no privileged context; pick an environment with skills/hints or use configs/method/grpo.yaml"
+            )
         seed = run_seed()
         demonstrations, corpus = None, []
         if self.policy.warm_start is not None or self.policy.needs_corpus:
             count = self.policy.warm_start.num_demos if self.policy.warm_start else 200
-            demonstrations = datamodule.demonstrations(count)
+            demonstrations = datamodule.demonstrations(count, self.policy.privileged_demo_fraction)
             corpus = [prompt + response for prompt, response in demonstrations]
         self.policy.build(corpus, demonstrations if self.policy.warm_start else None, seed)
 
@@ -94,6 +119,7 @@ class CraftModule(pl.LightningModule):
     # ------------------------------------------------------------------ training
     def on_train_epoch_start(self) -> None:
         self._epoch_started = time.perf_counter()
+        self._step_metrics = {}
 
     def training_step(self, batch: RolloutBatch, batch_idx: int) -> torch.Tensor:
         optimizer = self.optimizers()
@@ -108,6 +134,8 @@ class CraftModule(pl.LightningModule):
             logp, entropy, _ = self.policy.token_logprobs(micro.prompt_ids, micro.response_ids, "policy",
                                                           with_entropy=True)
             terms = self.objective.terms(micro, logp, entropy)
+            for pillar in self.active_pillars:
+                terms = pillar.transform(terms, micro)
             loss, metrics = self.objective.compose(terms)
             if not torch.isfinite(loss):
                 return self._skip_nonfinite(loss, batch_idx)
@@ -117,9 +145,12 @@ class CraftModule(pl.LightningModule):
                 parts[key] = parts.get(key, 0) + value
         self._nonfinite_in_a_row = 0
         grad_norm = self._clip_and_step(optimizer)
+        self.policy.after_optimizer_step()
+        for key, value in parts.items():
+            self._step_metrics.setdefault(key, []).append(float(value))
         self.log("train/loss", total_loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=rows)
         for key, value in parts.items():
-            self.log(f"train/{key}", value, on_step=True, on_epoch=False, batch_size=rows)
+            self.log(key, value, on_step=True, on_epoch=False, batch_size=rows)
         self.log("train/grad_norm", grad_norm, on_step=True, on_epoch=False, batch_size=rows)
         return total_loss
 
@@ -147,39 +178,60 @@ class CraftModule(pl.LightningModule):
         return loss.detach()
 
     def on_train_epoch_end(self) -> None:
+        stats = {key: sum(values) / len(values) for key, values in self._step_metrics.items()}
+        logged = {"timing/update_s": time.perf_counter() - self._epoch_started, "rl_step": float(self.current_epoch + 1)}
+        for pillar in self.active_pillars:
+            pillar.update(stats)
+            logged.update({f"pillar/{pillar.name}/{key}": value for key, value in pillar.metrics().items()})
         if self.logger is not None:
-            self.logger.log_metrics({"timing/update_s": time.perf_counter() - self._epoch_started,
-                                     "rl_step": float(self.current_epoch + 1)}, step=self.global_step)
+            self.logger.log_metrics(logged, step=self.global_step)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["craft_pillars"] = {p.name: p.state_dict() for p in self.pillars}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        for pillar in self.pillars:
+            if pillar.name in checkpoint.get("craft_pillars", {}):
+                pillar.load_state_dict(checkpoint["craft_pillars"][pillar.name])
 
     # ------------------------------------------------------------------ evaluation
     def on_train_start(self) -> None:
         if self.validate_at_start and self.global_step == 0:
-            datamodule = self.trainer.datamodule
-            trajectories = [t for chunk in datamodule.val_dataloader() for t in chunk]
-            stats = episode_stats(trajectories, "val")
-            log.info("validation before RL: %s", {k: round(v, 4) for k, v in stats.items() if "/" not in k[4:]})
+            loaders = self.trainer.datamodule.val_dataloader()
+            self._evaluation = [[t for chunk in loader for t in chunk] for loader in loaders]
+            stats = self._evaluation_stats("val")
+            log.info("validation before RL: %s", {k: round(v, 4) for k, v in stats.items() if k.count("/") == 1})
             if self.logger is not None:
                 self.logger.log_metrics(stats, step=0)
 
     def on_validation_epoch_start(self) -> None:
-        self._validation_trajectories = []
+        self._evaluation = [[], []]
 
-    def validation_step(self, batch: list[Trajectory], batch_idx: int) -> None:
-        self._validation_trajectories.extend(batch)
+    def validation_step(self, batch: list[Trajectory], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluation[dataloader_idx].extend(batch)
 
     def on_validation_epoch_end(self) -> None:
         self._log_evaluation("val")
 
     def on_test_epoch_start(self) -> None:
-        self._validation_trajectories = []
+        self._evaluation = [[], []]
 
-    def test_step(self, batch: list[Trajectory], batch_idx: int) -> None:
-        self._validation_trajectories.extend(batch)
+    def test_step(self, batch: list[Trajectory], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluation[dataloader_idx].extend(batch)
 
     def on_test_epoch_end(self) -> None:
         self._log_evaluation("test")
 
+    def _evaluation_stats(self, prefix: str) -> dict[str, float]:
+        """Episode statistics of the plain panel, plus success and score with privileged context when run."""
+        stats = episode_stats(self._evaluation[0], prefix)
+        if len(self._evaluation) > 1 and self._evaluation[1]:
+            privileged = episode_stats(self._evaluation[1], prefix)
+            stats[f"{prefix}/success_rate_privileged"] = privileged[f"{prefix}/success_rate"]
+            stats[f"{prefix}/score_privileged"] = privileged[f"{prefix}/score"]
+        return stats
+
     def _log_evaluation(self, prefix: str) -> None:
-        stats = episode_stats(self._validation_trajectories, prefix)
-        for key, value in stats.items():
-            self.log(key, value, on_step=False, on_epoch=True, batch_size=max(1, len(self._validation_trajectories)))
+        episodes = max(1, len(self._evaluation[0]))
+        for key, value in self._evaluation_stats(prefix).items():
+            self.log(key, value, on_step=False, on_epoch=True, batch_size=episodes, add_dataloader_idx=False)

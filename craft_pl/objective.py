@@ -1,16 +1,20 @@
-"""The baseline objective: GRPO as verl-agent runs it (reference: craft-spec section 3.1).
+"""The baseline objective: SDAR = GRPO as verl-agent runs it + gated self-distillation (craft-spec 2.3, 3.1).
 
 ``prepare`` computes group-level quantities once per RL step (advantages); ``terms`` computes per-token factors
-for a mini-batch; ``compose`` is the one place where the loss is reduced, in a fixed order:
+for a mini-batch; pillars may transform those terms; ``compose`` is the one place where the loss is reduced, in
+the baseline's fixed order:
 
-    loss = pg_coef * tm(pg) - entropy_coef * tm(H) + kl_coef * tm(k3)
+    loss = pg_coef * tm(pg) - entropy_coef * tm(H) [+ kl_coef * tm(k3)] [+ distill_coef * tm(w * (lp_T - lp))]
+           [+ coef_p * tm(penalty_p) for each extra penalty a pillar adds]
 
-where ``tm`` is the token-mean over the mini-batch's valid tokens.
+where ``tm`` is the token-mean over the mini-batch's valid tokens and ``w`` the detached gate
+``g = sigmoid(beta * (lp_T - sg(lp)))`` (or a pillar's signed credit). GRPO, GRPO+OPSD, OPSD and SDAR are sets of
+coefficients of this one class.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -72,21 +76,45 @@ def token_mean(values: torch.Tensor, mask: torch.Tensor, num_tokens: int | torch
     return (values * mask).sum() / num_tokens
 
 
+def sdar_gate(teacher_logp: torch.Tensor, logp: torch.Tensor, beta: float) -> torch.Tensor:
+    """g = sg(sigmoid(beta * (lp_T - sg(lp)))), per token ``[rows, tokens]``; beta = 0 gives g = 0.5 everywhere."""
+    return torch.sigmoid(beta * (teacher_logp - logp.detach())).detach()
+
+
+def distillation_loss(weight: torch.Tensor, teacher_logp: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
+    """Per-token sampled-token distillation surrogate w * (lp_T - lp) ``[rows, tokens]``.
+
+    Its gradient is -w * grad(lp): a positive weight raises the sampled token, a negative one lowers it.
+    """
+    return weight * (teacher_logp - logp)
+
+
 @dataclass
 class LossTerms:
-    """Per-token factors of one mini-batch, kept separate until ``compose``; all ``[rows, tokens]``."""
+    """Per-token factors of one mini-batch, kept separate until ``compose``; tensors are ``[rows, tokens]``.
+
+    Pillars transform these (``credit`` replaces the gate as the distillation weight, ``coefficients`` may be
+    rescaled, ``kl`` replaced, ``penalties`` extended); ``compose`` forms the products.
+    """
 
     mask: torch.Tensor
     num_tokens: int
-    pg: torch.Tensor
-    entropy: torch.Tensor
-    kl: torch.Tensor
-    clipped: torch.Tensor
     logp: torch.Tensor
+    pg: torch.Tensor
+    clipped: torch.Tensor
+    entropy: torch.Tensor
+    kl: torch.Tensor | None
+    coefficients: dict[str, float]
+    teacher_logp: torch.Tensor | None = None
+    gate: torch.Tensor | None = None
+    credit: torch.Tensor | None = None
+    penalties: dict[str, torch.Tensor] = field(default_factory=dict)
+    logits: torch.Tensor | None = None
+    """Room for pillars that need full distributions (e.g. top-k logits); unused by the baseline."""
 
 
 class Objective:
-    """GRPO with dual-clip PPO, entropy bonus and k3 reference KL (verl-agent defaults)."""
+    """SDAR's loss with verl-agent's GRPO: dual-clip PPO, entropy bonus, k3 reference KL, gated distillation."""
 
     def __init__(
         self,
@@ -95,6 +123,8 @@ class Objective:
         dual_clip: float = 3.0,
         entropy_coef: float = 0.001,
         kl_coef: float = 0.01,
+        distill_coef: float = 0.0,
+        gate_beta: float = 5.0,
         advantage_eps: float = 1e-6,
         norm_adv_by_std: bool = True,
     ) -> None:
@@ -104,11 +134,14 @@ class Objective:
             clip_ratio: PPO ratio clip epsilon.
             dual_clip: Dual-clip constant c (applies to negative advantages); must be > 1.
             entropy_coef: Weight of the entropy bonus (subtracted from the loss).
-            kl_coef: Weight of the k3 KL to the reference policy.
+            kl_coef: Weight of the k3 KL to the reference policy (0 removes the term and the reference pass).
+            distill_coef: Weight lambda of the gated distillation term (0 = plain GRPO, no teacher pass).
+            gate_beta: Gate sharpness beta in sigmoid(beta * (lp_T - lp)); 0 gives the ungated 0.5 (GRPO+OPSD).
             advantage_eps: Added to the group std before dividing.
             norm_adv_by_std: Divide advantages by the group std (GRPO); False gives Dr.GRPO mean-centring.
         """
         for name, value in (("pg_coef", pg_coef), ("entropy_coef", entropy_coef), ("kl_coef", kl_coef),
+                            ("distill_coef", distill_coef), ("gate_beta", gate_beta),
                             ("advantage_eps", advantage_eps)):
             if value < 0:
                 raise ValueError(f"objective.{name} must be >= 0, got {value}")
@@ -121,12 +154,28 @@ class Objective:
         self.dual_clip = dual_clip
         self.entropy_coef = entropy_coef
         self.kl_coef = kl_coef
+        self.distill_coef = distill_coef
+        self.gate_beta = gate_beta
         self.advantage_eps = advantage_eps
         self.norm_adv_by_std = norm_adv_by_std
 
     @property
+    def use_kl(self) -> bool:
+        """Whether the reference-KL term exists (verl's ``use_kl_loss``); fixed by configuration."""
+        return self.kl_coef > 0
+
+    @property
+    def use_distill(self) -> bool:
+        """Whether the distillation term exists (``use_sdar_loss``); fixed by configuration."""
+        return self.distill_coef > 0
+
+    @property
     def needs_reference(self) -> bool:
-        return self.kl_coef != 0
+        return self.use_kl
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.use_distill
 
     def prepare(self, batch: RolloutBatch) -> None:
         """Group-level work, once per RL step: the GRPO advantage of every row."""
@@ -134,31 +183,51 @@ class Objective:
 
     def terms(self, batch: RolloutBatch, logp: torch.Tensor, entropy: torch.Tensor) -> LossTerms:
         """Per-token factors of a mini-batch given the current ``logp`` and ``entropy`` ``[rows, tokens]``."""
-        mask = batch.response_mask.to(logp.device)
-        advantages = batch.advantages.to(logp.device)[:, None].expand_as(logp)
-        pg, clipped = dual_clip_pg_loss(logp, batch.old_logp.to(logp.device), advantages, self.clip_ratio,
-                                        self.dual_clip)
-        if self.needs_reference:
-            kl = k3_kl(logp, batch.ref_logp.to(logp.device))
-        else:
-            kl = torch.zeros_like(logp)
-        num_tokens = batch.num_tokens if batch.num_tokens is not None else int(mask.sum())
-        return LossTerms(mask=mask, num_tokens=num_tokens, pg=pg, entropy=entropy, kl=kl, clipped=clipped,
-                         logp=logp)
+        device = logp.device
+        mask = batch.response_mask.to(device)
+        advantages = batch.advantages.to(device)[:, None].expand_as(logp)
+        pg, clipped = dual_clip_pg_loss(logp, batch.old_logp.to(device), advantages, self.clip_ratio, self.dual_clip)
+        terms = LossTerms(
+            mask=mask,
+            num_tokens=batch.num_tokens if batch.num_tokens is not None else int(mask.sum()),
+            logp=logp,
+            pg=pg,
+            clipped=clipped,
+            entropy=entropy,
+            kl=k3_kl(logp, batch.ref_logp.to(device)) if self.use_kl else None,
+            coefficients={"pg": self.pg_coef, "entropy": self.entropy_coef, "kl": self.kl_coef,
+                          "distill": self.distill_coef},
+        )
+        if self.use_distill:
+            terms.teacher_logp = batch.teacher_logp.to(device)
+            terms.gate = sdar_gate(terms.teacher_logp, logp, self.gate_beta)
+        return terms
 
     def compose(self, terms: LossTerms) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss, reduced in the baseline's order, and its parts (detached) for logging."""
+        coefficients = terms.coefficients
         pg_loss = token_mean(terms.pg, terms.mask, terms.num_tokens)
         entropy = token_mean(terms.entropy, terms.mask, terms.num_tokens)
-        kl = token_mean(terms.kl, terms.mask, terms.num_tokens)
-        loss = pg_loss * self.pg_coef
-        loss = loss - entropy * self.entropy_coef
-        if self.needs_reference:
-            loss = loss + kl * self.kl_coef
-        metrics = {
-            "pg_loss": pg_loss.detach(),
-            "entropy": entropy.detach(),
-            "kl": kl.detach(),
-            "clip_fraction": token_mean(terms.clipped.float(), terms.mask, terms.num_tokens).detach(),
-        }
+        loss = pg_loss * coefficients["pg"]
+        loss = loss - entropy * coefficients["entropy"]
+        metrics = {"train/pg_loss": pg_loss.detach(), "train/entropy": entropy.detach(),
+                   "train/clip_fraction": token_mean(terms.clipped.float(), terms.mask, terms.num_tokens).detach()}
+        if self.use_kl:
+            kl = token_mean(terms.kl, terms.mask, terms.num_tokens)
+            loss = loss + kl * coefficients["kl"]
+            metrics["train/kl"] = kl.detach()
+        if self.use_distill:
+            weight = terms.gate if terms.credit is None else terms.credit
+            distill = token_mean(distillation_loss(weight, terms.teacher_logp, terms.logp), terms.mask,
+                                 terms.num_tokens)
+            loss = loss + distill * coefficients["distill"]
+            metrics["distill/loss"] = distill.detach()
+            metrics["distill/gate_mean"] = token_mean(terms.gate, terms.mask, terms.num_tokens).detach()
+            metrics["distill/gate_active_ratio"] = token_mean((terms.gate > 0.5).float(), terms.mask, terms.num_tokens).detach()
+            metrics["distill/teacher_gap_mean"] = token_mean(terms.teacher_logp - terms.logp.detach(), terms.mask,
+                                                     terms.num_tokens).detach()
+        for name, penalty in terms.penalties.items():
+            value = token_mean(penalty, terms.mask, terms.num_tokens)
+            loss = loss + value * coefficients[name]
+            metrics[f"train/{name}_loss"] = value.detach()
         return loss, metrics

@@ -64,6 +64,9 @@ class Policy(torch.nn.Module):
         use_chat_template: bool = True,
         max_prompt_tokens: int = 1024,
         warm_start: WarmStart | None = None,
+        teacher: Literal["policy", "ema", "frozen"] = "policy",
+        teacher_ema_decay: float = 0.99,
+        privileged_demo_fraction: float = 0.5,
     ) -> None:
         """
         Args:
@@ -79,6 +82,12 @@ class Policy(torch.nn.Module):
             use_chat_template: Wrap prompts in the tokenizer's chat template when it has one.
             max_prompt_tokens: Prompts longer than this are cut from the left (history goes first).
             warm_start: Behaviour-clone the expert before RL; the result is the base (and reference) model.
+            teacher: Weights of the privileged teacher: ``policy`` (the current policy adapter, as SDAR), ``ema``
+                (a ``teacher`` LoRA adapter tracking the policy adapter as an EMA) or ``frozen`` (that adapter
+                kept at its initial weights).
+            teacher_ema_decay: EMA decay of the ``ema`` teacher per optimizer step, in [0, 1).
+            privileged_demo_fraction: Share of warm-start demonstrations that carry the privileged context in their
+                prompt, so the model learns to use it (0 = none).
         """
         super().__init__()
         if model.startswith((".", "/", "~")) and not Path(model).expanduser().exists():
@@ -88,6 +97,12 @@ class Policy(torch.nn.Module):
             )
         if lora_rank < 1:
             raise ValueError(f"policy.lora_rank must be >= 1, got {lora_rank}")
+        if teacher != "policy" and finetune != "lora":
+            raise ValueError(f"policy.teacher={teacher!r} needs policy.finetune='lora' (the teacher is a LoRA adapter)")
+        if not 0 <= teacher_ema_decay < 1:
+            raise ValueError(f"policy.teacher_ema_decay must be in [0, 1), got {teacher_ema_decay}")
+        if not 0 <= privileged_demo_fraction <= 1:
+            raise ValueError(f"policy.privileged_demo_fraction must be in [0, 1], got {privileged_demo_fraction}")
         if max_prompt_tokens < 8:
             raise ValueError(f"policy.max_prompt_tokens must be >= 8, got {max_prompt_tokens}")
         self.model_name = model
@@ -104,6 +119,9 @@ class Policy(torch.nn.Module):
         self.use_chat_template = use_chat_template
         self.max_prompt_tokens = max_prompt_tokens
         self.warm_start = warm_start
+        self.teacher = teacher
+        self.teacher_ema_decay = teacher_ema_decay
+        self.privileged_demo_fraction = privileged_demo_fraction
         self.model: torch.nn.Module | None = None
         self.reference: torch.nn.Module | None = None
         self.tokenizer = None
@@ -144,6 +162,10 @@ class Policy(torch.nn.Module):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(derive_seed(seed, "adapter_init"))
                 self.model = get_peft_model(base, config, adapter_name="policy")
+            if self.teacher != "policy":
+                self.model.add_adapter("teacher", config)
+                self.model.set_adapter("policy")
+                self._copy_adapter("policy", "teacher")
         else:
             self.reference = copy.deepcopy(base).eval()
             for parameter in base.parameters():
@@ -206,8 +228,35 @@ class Policy(torch.nn.Module):
             torch.save({"state_dict": base.state_dict(), "losses": self.warm_start_losses}, tmp)
             tmp.replace(path)
 
+    # ------------------------------------------------------------------ teacher adapter
+    def _adapter_pairs(self, source: str, target: str) -> list[tuple[torch.nn.Parameter, torch.nn.Parameter]]:
+        named = dict(self.model.named_parameters())
+        pairs = []
+        for name, parameter in named.items():
+            if f".{source}." in name:
+                pairs.append((parameter, named[name.replace(f".{source}.", f".{target}.")]))
+        return pairs
+
+    @torch.no_grad()
+    def _copy_adapter(self, source: str, target: str) -> None:
+        for src, dst in self._adapter_pairs(source, target):
+            dst.copy_(src)
+            dst.requires_grad_(False)
+
+    @torch.no_grad()
+    def after_optimizer_step(self) -> None:
+        """Move the ``ema`` teacher toward the policy adapter: teacher <- d * teacher + (1 - d) * policy."""
+        if self.teacher == "ema":
+            for policy_weight, teacher_weight in self._adapter_pairs("policy", "teacher"):
+                teacher_weight.lerp_(policy_weight, 1.0 - self.teacher_ema_decay)
+
     # ------------------------------------------------------------------ text <-> ids
-    def encode_prompt(self, text: str) -> list[int]:
+    @property
+    def max_context_tokens(self) -> int:
+        """Longest sequence the model accepts."""
+        return int(getattr(self.model.config, "max_position_embeddings", 4096))
+
+    def encode_prompt(self, text: str, budget: int | None = None) -> list[int]:
         """Prompt ids (chat-templated when the tokenizer has a template), cut from the left to the budget."""
         if self.use_chat_template and getattr(self.tokenizer, "chat_template", None):
             ids = self.tokenizer.apply_chat_template(
@@ -215,7 +264,7 @@ class Policy(torch.nn.Module):
             )
         else:
             ids = self.tokenizer(text, add_special_tokens=False).input_ids
-        return list(ids[-self.max_prompt_tokens :])
+        return list(ids[-(budget or self.max_prompt_tokens) :])
 
     def encode_response(self, text: str) -> list[int]:
         """Response ids of a demonstration, ending with EOS."""
@@ -226,10 +275,19 @@ class Policy(torch.nn.Module):
 
     # ------------------------------------------------------------------ forward passes
     @contextlib.contextmanager
-    def use(self, which: Literal["policy", "reference"]) -> Iterator[torch.nn.Module]:
-        """The module that computes ``which``: the adapted policy, or the base with adapters off / frozen copy."""
-        if which == "policy":
+    def use(self, which: Literal["policy", "reference", "teacher"]) -> Iterator[torch.nn.Module]:
+        """The module that computes ``which``: the adapted policy, the teacher adapter (when one exists), or the
+        base with adapters off / the frozen copy."""
+        if which == "policy" or (which == "teacher" and self.teacher == "policy"):
             yield self.model
+        elif which == "teacher":
+            self.model.set_adapter("teacher")
+            try:
+                yield self.model
+            finally:
+                self.model.set_adapter("policy")
+                for _, teacher_weight in self._adapter_pairs("policy", "teacher"):
+                    teacher_weight.requires_grad_(False)
         elif self.reference is not None:
             yield self.reference
         else:
@@ -240,7 +298,7 @@ class Policy(torch.nn.Module):
         self,
         prompt_ids: list[list[int]],
         response_ids: list[list[int]],
-        which: Literal["policy", "reference"] = "policy",
+        which: Literal["policy", "reference", "teacher"] = "policy",
         with_entropy: bool = False,
         micro_batch_size: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:

@@ -76,7 +76,7 @@ def tiny_qwen2(
         attention_dropout=0.0,
         use_sliding_window=False,
     )
-    config._attn_implementation = "eager"
+    config._attn_implementation = "sdpa"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Qwen2ForCausalLM(config)

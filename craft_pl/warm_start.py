@@ -59,6 +59,21 @@ def cache_key(settings: WarmStart, model_description: str, vocab: dict[str, int]
     return digest.hexdigest()[:24]
 
 
+def length_grouped_batches(lengths: list[int], batch_size: int, generator: torch.Generator, group: int = 8) -> list[list[int]]:
+    """One pass over the rows in batches of similar length (less padding), in a seeded random order.
+
+    Rows are shuffled, cut into chunks of ``group x batch_size``, sorted by length inside each chunk, split into
+    batches, and the batches shuffled.
+    """
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    batches = []
+    chunk_size = batch_size * group
+    for start in range(0, len(order), chunk_size):
+        chunk = sorted(order[start : start + chunk_size], key=lambda i: lengths[i])
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
 def behaviour_clone(
     model: torch.nn.Module,
     rows: list[tuple[list[int], list[int]]],
@@ -69,14 +84,13 @@ def behaviour_clone(
     """Minimise the mean response-token NLL of ``rows`` (prompt ids, response ids); returns the loss per step."""
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr, weight_decay=0.0)
     model.train()
-    losses = []
-    order = torch.randperm(len(rows), generator=generator)
-    cursor = 0
-    for _ in range(settings.steps):
-        if cursor + settings.batch_size > len(order):
-            order, cursor = torch.randperm(len(rows), generator=generator), 0
-        index = order[cursor : cursor + settings.batch_size].tolist()
-        cursor += settings.batch_size
+    lengths = [len(prompt) + len(response) for prompt, response in rows]
+    losses: list[float] = []
+    batches: list[list[int]] = []
+    while len(losses) < settings.steps:
+        if not batches:
+            batches = length_grouped_batches(lengths, settings.batch_size, generator)
+        index = batches.pop()
         batch = pad_pairs([rows[i][0] for i in index], [rows[i][1] for i in index], pad_id)
         logp, _ = response_logprobs(model, batch)
         loss = -(logp.sum() / batch.response_mask.sum())

@@ -68,9 +68,9 @@ def test_an_environment_that_raises_ends_only_its_trajectory(tiny_policy):
 def test_history_is_dropped_before_the_prompt_is_cut(tiny_policy):
     tiny_policy.max_prompt_tokens = 40
     parts = PromptParts("Task: choose apple\n", tuple(f"[step {i} brick cloud delta]\n" for i in range(6)), "Now:\n")
-    ids, cut = encode_prompt_parts(tiny_policy, parts)
-    assert cut and len(ids) < 40
-    assert tiny_policy.decode(ids).startswith("Task: choose apple")  # the task survives
+    encoded = encode_prompt_parts(tiny_policy, parts)
+    assert encoded.history_dropped > 0 and not encoded.cut and len(encoded.ids) <= 40
+    assert tiny_policy.decode(encoded.ids).startswith("Task: choose apple")  # the task survives
 
 
 def test_expert_demonstrations_only_keep_won_episodes():

@@ -68,7 +68,7 @@ def _batch(rows=2, width=3):
     mask = torch.ones(rows, width, dtype=torch.bool)
     mask[1, 2] = False
     return RolloutBatch(
-        prompt_ids=[[1]] * rows, response_ids=[[1, 2, 3], [1, 2]], response_mask=mask,
+        prompt_ids=[[1]] * rows, prompt_parts=[None] * rows, privileged_context=[""] * rows, response_ids=[[1, 2, 3], [1, 2]], response_mask=mask,
         group_ids=torch.zeros(rows, dtype=torch.long), trajectory_ids=torch.arange(rows),
         turn_index=torch.zeros(rows, dtype=torch.long), rewards=torch.tensor([10.0, 0.0]),
         valid_action=torch.ones(rows, dtype=torch.bool), task_types=["a"] * rows,
@@ -89,7 +89,7 @@ def test_compose_is_the_baseline_sum_in_order():
     pg = (-(adv[0] * 3) - adv[1] * 2) / 5
     kl = math.exp(-0.2) + 0.2 - 1
     assert loss.item() == pytest.approx(pg.item() - 0.001 * 2.0 + 0.01 * kl, abs=1e-6)
-    assert parts["kl"].item() == pytest.approx(kl, rel=1e-5)
+    assert parts["train/kl"].item() == pytest.approx(kl, rel=1e-5)
     loss.backward()
     # d loss / d logp = -A * ratio / N for unclipped tokens (ratio = 1), plus the k3 gradient
     expected_grad_row0 = (-adv[0] + 0.01 * (1 - math.exp(-0.2))) / 5

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
+from craft_pl.envs.base import PromptParts
+
 
 @dataclass
 class RolloutBatch:
@@ -16,6 +18,8 @@ class RolloutBatch:
     """
 
     prompt_ids: list[list[int]]
+    prompt_parts: list[PromptParts]
+    """The student prompt of each row in pieces (the teacher prompt is built from them)."""
     response_ids: list[list[int]]
     response_mask: torch.Tensor
     group_ids: torch.Tensor
@@ -25,12 +29,16 @@ class RolloutBatch:
     """Episode reward minus the invalid-action penalty of this row's turn (verl-agent)."""
     valid_action: torch.Tensor
     task_types: list[str]
+    privileged_context: list[str]
+    """Privileged text per row (empty when the method needs no teacher)."""
     sampling_logp: torch.Tensor
     """Log-probs under the distribution that sampled the tokens (temperature / top-p applied)."""
     old_logp: torch.Tensor | None = None
     """No-grad forward of the rollout-time weights (the PPO ratio's denominator)."""
     ref_logp: torch.Tensor | None = None
     """Base weights with adapters disabled (or the frozen reference copy)."""
+    teacher_logp: torch.Tensor | None = None
+    """Same rollout-time weights (or the teacher adapter), prompt with the privileged context prepended."""
     advantages: torch.Tensor | None = None
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
     num_tokens: int | None = None

@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TurnRecord:
+    prompt_parts: PromptParts
     prompt_ids: list[int]
     response_ids: list[int]
     sampling_logp: list[float]
@@ -34,16 +35,33 @@ class Trajectory:
     score: float = 0.0
     env_error: bool = False
     done: bool = False
+    privileged_context: str = ""
 
 
-def encode_prompt_parts(policy, parts: PromptParts) -> tuple[list[int], bool]:
-    """Prompt ids within the policy's budget, dropping the oldest history entries first; also whether it cut."""
-    ids = policy.encode_prompt(parts.render())
+def with_privileged_context(privileged_context: str, parts: PromptParts) -> PromptParts:
+    """The teacher's view of a prompt: the privileged text, then the student's prompt unchanged."""
+    return PromptParts(privileged_context + parts.preamble, parts.history, parts.current)
+
+
+@dataclass
+class EncodedPrompt:
+    ids: list[int]
+    history_dropped: int
+    """Oldest history entries left out to fit the budget."""
+    cut: bool
+    """Whether the prompt was still too long without history and lost tokens from its start."""
+
+
+def encode_prompt_parts(policy, parts: PromptParts, budget: int | None = None) -> EncodedPrompt:
+    """Prompt ids within ``budget`` tokens (default: the policy's prompt budget), dropping the oldest history
+    entries first and cutting from the left only when no history is left."""
+    budget = budget or policy.max_prompt_tokens
     keep = len(parts.history)
-    while keep > 0 and len(policy.encode_prompt(parts.render(keep_history=keep))) >= policy.max_prompt_tokens:
+    ids = policy.encode_prompt(parts.render(), budget=10**9)
+    while len(ids) > budget and keep > 0:
         keep -= 1
-        ids = policy.encode_prompt(parts.render(keep_history=keep))
-    return ids, keep < len(parts.history)
+        ids = policy.encode_prompt(parts.render(keep_history=keep), budget=10**9)
+    return EncodedPrompt(ids[-budget:], len(parts.history) - keep, len(ids) > budget)
 
 
 class Collector:
@@ -67,9 +85,13 @@ class Collector:
         engine: GenerationEngine,
         sampling: SamplingParams,
         generator: torch.Generator,
-        progress: Callable[[int, int], None] | None = None,
+        privileged: bool = False,
     ) -> list[Trajectory]:
-        """``group_size`` sibling episodes of each task; trajectories ordered by (group, sibling)."""
+        """``group_size`` sibling episodes of each task; trajectories ordered by (group, sibling).
+
+        With ``privileged`` the policy itself sees the privileged context before every prompt (used to measure how
+        much the teacher's context helps; training rows never come from such episodes).
+        """
         envs = self.environments(len(tasks) * group_size)
         trajectories = []
         observations: list[str] = []
@@ -78,6 +100,8 @@ class Collector:
             for sibling in range(group_size):
                 index = group_id * group_size + sibling
                 trajectory = Trajectory(task=task, group_id=group_id, trajectory_id=index)
+                if privileged:
+                    trajectory.privileged_context = envs[index].privileged_context(task)
                 try:
                     observations.append(envs[index].reset(task))
                 except Exception as error:  # noqa: BLE001 - an environment failure ends only its episode
@@ -95,18 +119,19 @@ class Collector:
             for i in active:
                 history = histories[i][len(histories[i]) - self.history_length :] if self.history_length else []
                 parts = envs[i].prompt(trajectories[i].task, history, observations[i], turn)
-                ids, cut = encode_prompt_parts(policy, parts)
-                prompts.append(ids)
-                cuts.append(cut)
-            generations = engine.generate(policy.model, policy.tokenizer, prompts, sampling, generator)
-            for i, prompt_ids, cut, generation in zip(active, prompts, cuts, generations):
-                self._advance(envs[i], trajectories[i], histories[i], observations, i, prompt_ids, cut, generation,
-                              policy)
-            if progress is not None:
-                progress(turn + 1, len(active))
+                if privileged:
+                    parts = with_privileged_context(trajectories[i].privileged_context, parts)
+                encoded = encode_prompt_parts(policy, parts, teacher_budget(policy, sampling) if privileged else None)
+                prompts.append((parts, encoded.ids))
+                cuts.append(encoded.history_dropped > 0 or encoded.cut)
+            generations = engine.generate(policy.model, policy.tokenizer, [ids for _, ids in prompts], sampling,
+                                          generator)
+            for i, prompt, cut, generation in zip(active, prompts, cuts, generations):
+                self._advance(envs[i], trajectories[i], histories[i], observations, i, prompt, cut, generation, policy)
         return trajectories
 
-    def _advance(self, env, trajectory, history, observations, i, prompt_ids, cut, generation, policy) -> None:
+    def _advance(self, env, trajectory, history, observations, i, prompt, cut, generation, policy) -> None:
+        parts, prompt_ids = prompt
         text = policy.decode(generation.token_ids)
         action, well_formed = env.parse_action(text) if generation.finished else (None, False)
         try:
@@ -114,10 +139,10 @@ class Collector:
         except Exception as error:  # noqa: BLE001 - an environment failure ends only its episode
             log.warning("environment step failed on %s: %r", trajectory.task.task_id, error)
             trajectory.env_error = trajectory.done = True
-            trajectory.turns.append(TurnRecord(prompt_ids, generation.token_ids, generation.logprobs, False, cut))
+            trajectory.turns.append(TurnRecord(parts, prompt_ids, generation.token_ids, generation.logprobs, False, cut))
             return
         valid = bool(well_formed and result.info.get("valid_action", True))
-        trajectory.turns.append(TurnRecord(prompt_ids, generation.token_ids, generation.logprobs, valid, cut))
+        trajectory.turns.append(TurnRecord(parts, prompt_ids, generation.token_ids, generation.logprobs, valid, cut))
         trajectory.episode_reward += float(result.reward)
         history.append(Turn(observations[i], action if valid else "invalid action"))
         observations[i] = result.observation
@@ -127,13 +152,22 @@ class Collector:
             trajectory.score = float(result.info.get("score", 0.0))
 
 
-def collect_demonstrations(env: AgentEnv, tasks: list[Task], history_length: int) -> tuple[list[tuple[str, str]], float]:
+def teacher_budget(policy, sampling: SamplingParams) -> int:
+    """Token budget of a privileged prompt: what the model's context leaves after the response."""
+    return max(policy.max_prompt_tokens, policy.max_context_tokens - sampling.max_new_tokens)
+
+
+def collect_demonstrations(
+    env: AgentEnv, tasks: list[Task], history_length: int, privileged: list[bool] | None = None
+) -> tuple[list[tuple[str, str]], float]:
     """Expert (prompt text, response text) pairs of the *won* episodes on ``tasks``, through the agent's own
     interface (the expert sees only instruction, observation and admissible actions); and the expert's success rate.
+    Episodes flagged in ``privileged`` carry the privileged context in their prompts.
     """
     demonstrations, wins = [], 0
     expert = env.make_expert()
-    for task in tasks:
+    for index, task in enumerate(tasks):
+        context = env.privileged_context(task) if privileged and privileged[index] else ""
         observation = env.reset(task)
         expert.reset(task.instruction)
         history: list[Turn] = []
@@ -141,7 +175,8 @@ def collect_demonstrations(env: AgentEnv, tasks: list[Task], history_length: int
         for turn in range(env.max_turns):
             action = expert.act(observation, list(env.admissible_actions))
             recent = history[len(history) - history_length :] if history_length else []
-            episode.append((env.prompt(task, recent, observation, turn).render(), env.format_response(action)))
+            parts = env.prompt(task, recent, observation, turn)
+            episode.append(((context + parts.render()), env.format_response(action)))
             result = env.step(action)
             history.append(Turn(observation, action))
             observation = result.observation

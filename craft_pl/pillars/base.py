@@ -1,0 +1,66 @@
+"""``CreditPillar``: a switchable transformation of the baseline's loss terms.
+
+Life cycle per RL step: ``prepare(batch)`` once on the whole step (group-level work), ``transform(terms, batch)``
+per mini-batch, ``update(stats)`` after the step. Pillars run in a canonical order (``stage``, then ``name``), so
+the order of the YAML list never changes a bit. A pillar constructed with ``enabled: false`` is dropped from the
+active list and runs no code on the loss path.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from craft_pl.objective import LossTerms
+from craft_pl.rollout.batch import RolloutBatch
+
+STAGE_CREDIT = 0
+"""Pillars that set the per-token credit (run first)."""
+STAGE_COEFFICIENTS = 1
+"""Pillars that rescale coefficients."""
+STAGE_PENALTIES = 2
+"""Pillars that replace or add penalty terms (run last)."""
+
+
+class CreditPillar:
+    """Base class of the credit pillars (no-op in every hook)."""
+
+    stage: ClassVar[int] = STAGE_PENALTIES
+    name: ClassVar[str] = "pillar"
+    needs_teacher: ClassVar[bool] = False
+
+    def __init__(self, enabled: bool = True) -> None:
+        """
+        Args:
+            enabled: False removes the pillar from the loss path entirely (the baseline's bits are unchanged).
+        """
+        self.enabled = enabled
+
+    def prepare(self, batch: RolloutBatch) -> None:
+        """Group-level work once per RL step, after advantages and teacher log-probs exist."""
+
+    def transform(self, terms: LossTerms, batch: RolloutBatch) -> LossTerms:
+        """Per mini-batch: return the terms to compose (may modify and return ``terms``)."""
+        return terms
+
+    def update(self, stats: dict[str, float]) -> None:
+        """After the RL step, with the step's averaged training metrics."""
+
+    def metrics(self) -> dict[str, float]:
+        """Scalars to log under ``pillar/<name>/...``."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""
+
+
+def canonical_order(pillars: list[CreditPillar]) -> list[CreditPillar]:
+    """The enabled pillars sorted by (stage, name); raises on two pillars of the same name."""
+    active = [p for p in pillars if p.enabled]
+    names = [p.name for p in active]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"model.pillars lists {duplicates} more than once; keep one entry per pillar")
+    return sorted(active, key=lambda p: (p.stage, p.name))
