@@ -1,0 +1,111 @@
+"""Does RL improve on the warm start? Runs the README's main command for several seeds and records the result.
+
+Usage:
+    python benchmarks/learning_webshop.py [--seeds 0 1 2] [--parallel 1] [--config configs/webshop.yaml ...]
+        [--name webshop_default] [-- extra CLI arguments]
+
+Each seed runs ``python -m craft_pl fit --config <configs...> --seed_everything <seed>`` in its own directory under
+``benchmarks/runs/<name>/seed<k>`` and the script reads its TensorBoard scalars: validation success right after the
+warm start (step 0), at the end, with privileged context after the warm start, and the wall time. It writes
+``benchmarks/results/<name>.json`` and ``.md``. With ``--parallel N`` the seeds run N at a time, each with
+OMP_NUM_THREADS = 2 // N (oversubscribed OpenMP threads slow every process down many times over).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.tb import read_scalars  # noqa: E402
+
+
+def summarise(run_dir: Path) -> dict:
+    scalars = read_scalars(run_dir)
+    success = sorted(scalars.get("val/success_rate", []))
+    privileged = sorted(scalars.get("val/success_rate_privileged", []))
+    return {
+        "start": success[0][1] if success else None,
+        "end": success[-1][1] if success else None,
+        "curve": [(step, round(value, 4)) for step, value in success],
+        "start_privileged": privileged[0][1] if privileged else None,
+        "end_privileged": privileged[-1][1] if privileged else None,
+        "train_success_first_last": [round(v, 4) for _, v in sorted(scalars.get("rollout/success_rate", []))[:: max(
+            1, len(scalars.get("rollout/success_rate", [])) - 1)]],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--config", action="append", default=None)
+    parser.add_argument("--name", default="webshop_default")
+    parser.add_argument("extra", nargs="*")
+    args = parser.parse_args()
+    configs = args.config or ["configs/webshop.yaml"]
+    threads = max(1, 2 // args.parallel)
+    runs_root = ROOT / "benchmarks" / "runs" / args.name
+    pending = list(args.seeds)
+    running: list[tuple[int, subprocess.Popen, float]] = []
+    results = {}
+    while pending or running:
+        while pending and len(running) < args.parallel:
+            seed = pending.pop(0)
+            run_dir = runs_root / f"seed{seed}"
+            command = [sys.executable, "-m", "craft_pl", "fit"] + [a for c in configs for a in ("--config", c)] + [
+                f"--seed_everything={seed}", f"--trainer.default_root_dir={run_dir}",
+                "--trainer.enable_progress_bar=false"] + args.extra
+            run_dir.mkdir(parents=True, exist_ok=True)
+            log = open(run_dir / "stdout.log", "w")
+            env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+            running.append((seed, subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env),
+                            time.perf_counter()))
+            results[seed] = {"command": " ".join(command[1:])}
+        time.sleep(2)
+        for entry in list(running):
+            seed, process, started = entry
+            if process.poll() is not None:
+                running.remove(entry)
+                results[seed].update(returncode=process.returncode, wall_s=round(time.perf_counter() - started, 1))
+                results[seed].update(summarise(runs_root / f"seed{seed}"))
+                print(json.dumps({seed: results[seed]}), flush=True)
+    gains = [r["end"] - r["start"] for r in results.values() if r.get("end") is not None]
+    privileged_gaps = [r["start_privileged"] - r["start"] for r in results.values()
+                       if r.get("start_privileged") is not None]
+    summary = {
+        "configs": configs,
+        "extra": args.extra,
+        "seeds": args.seeds,
+        "parallel": args.parallel,
+        "runs": results,
+        "gain_mean": statistics.mean(gains) if gains else None,
+        "gain_std": statistics.stdev(gains) if len(gains) > 1 else None,
+        "privileged_gap_mean": statistics.mean(privileged_gaps) if privileged_gaps else None,
+    }
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.name}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    lines = [f"# {args.name}", "", f"configs: {' '.join(configs)} {' '.join(args.extra)}", "",
+             "| seed | val success after warm start | final val success | gain | privileged after warm start | wall s |",
+             "|---|---|---|---|---|---|"]
+    for seed, r in sorted(results.items()):
+        gain = r["end"] - r["start"] if r.get("end") is not None else None
+        lines.append(f"| {seed} | {r.get('start')} | {r.get('end')} | {gain} | {r.get('start_privileged')} | "
+                     f"{r.get('wall_s')} |")
+    lines += ["", f"mean gain {summary['gain_mean']}, std {summary['gain_std']}; mean privileged gap "
+                  f"{summary['privileged_gap_mean']}"]
+    (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

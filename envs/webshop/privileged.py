@@ -1,0 +1,42 @@
+"""Privileged context for the teacher: skill text per task type (``skills/*.md``) or a per-task hint."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from craft_pl.envs.webshop.catalog import Catalog
+from craft_pl.envs.webshop.goals import Goal
+from craft_pl.envs.webshop.instructions import parse_instruction
+from craft_pl.envs.webshop.vocab import TASK_TYPES
+
+SKILL_DIR = Path(__file__).resolve().parent / "skills"
+PRIVILEGED_MODES = ("skill", "hint")
+
+
+@lru_cache(maxsize=None)
+def _read(name: str) -> str:
+    return (SKILL_DIR / f"{name}.md").read_text(encoding="utf-8").strip()
+
+
+def skill_text(task_type: str) -> str:
+    """General skills followed by the skills of ``task_type``."""
+    if task_type not in TASK_TYPES:
+        raise ValueError(f"unknown WebShop task type {task_type!r}; expected one of {list(TASK_TYPES)}")
+    return f"{_read('general')}\n\n{_read(task_type)}\n"
+
+
+def hint_text(goal: Goal, catalog: Catalog, id_style: str = "short", results_per_page: int = 10) -> str:
+    """The actions that solve one goal: search, (next pages,) the product to open with its title and price, its
+    options, buy."""
+    index = catalog.by_asin.get((goal.answer_asin or goal.asin).lower(), goal.product_index)
+    product = catalog.products[index]
+    steps = [f"search[{parse_instruction(goal.instruction).descriptor}]"]
+    name = product.asin.lower()
+    if id_style == "rank" and goal.answer_rank >= 0:
+        steps += ["click[next >]"] * (goal.answer_rank // results_per_page)
+        name = str(goal.answer_rank % results_per_page + 1)
+    steps.append(f"click[{name}] ({product.title}, {product.pricing})")
+    steps += [f"click[{value}]" for _, value in goal.goal_options]
+    steps.append("click[buy now]")
+    return "Hint: " + ", then ".join(steps) + "\n"
