@@ -14,6 +14,7 @@ import lightning.pytorch as pl
 import torch
 from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch.utils.data import DataLoader, IterableDataset
+from tqdm.auto import tqdm
 
 from craft_pl.envs.base import AgentEnv, Task
 from craft_pl.rollout.batch import RolloutBatch
@@ -203,8 +204,11 @@ class RolloutDataModule(pl.LightningDataModule):
         started = time.perf_counter()
         tasks = self._sample_tasks()
         sampling = SamplingParams(self.temperature, self.top_p, self.max_new_tokens)
-        trajectories = self.collector.run(tasks, self.group_size, self.policy, self.engine, sampling,
-                                          self.generators.torch["rollout"])
+        with tqdm(total=self.reference_env.max_turns, desc=f"rollout {self.trainer.current_epoch}", unit="turn",
+                  leave=False, disable=self.trainer.progress_bar_callback is None) as bar:
+            trajectories = self.collector.run(tasks, self.group_size, self.policy, self.engine, sampling,
+                                              self.generators.torch["rollout"],
+                                              progress=lambda running: bar.set_postfix(episodes=running) or bar.update())
         penalty = self.reference_env.invalid_action_penalty
         batch = rows_from_trajectories(trajectories, penalty)
         rollout_seconds = time.perf_counter() - started
@@ -292,6 +296,10 @@ class RolloutDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return DataLoader(EvaluationRollouts(self, self.panel("test"), self.val_samples_per_task), batch_size=None,
                           collate_fn=_keep)
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        """Batches hold token-id lists and trajectories; tensors move to the model's device where they are used."""
+        return batch
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:

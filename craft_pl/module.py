@@ -112,10 +112,6 @@ class CraftModule(pl.LightningModule):
         return torch.optim.AdamW(self.policy.trainable_parameters(), lr=self.lr, betas=self.adam_betas,
                                  weight_decay=self.weight_decay)
 
-    def transfer_batch_to_device(self, batch, device, dataloader_idx):
-        """Batches hold token-id lists and trajectories; tensors move to the model's device where they are used."""
-        return batch
-
     # ------------------------------------------------------------------ training
     def on_train_epoch_start(self) -> None:
         self._epoch_started = time.perf_counter()
@@ -132,7 +128,7 @@ class CraftModule(pl.LightningModule):
             micro = batch.select(torch.arange(start, min(rows, start + size)))
             micro.num_tokens = batch.num_tokens
             logp, entropy, _ = self.policy.token_logprobs(micro.prompt_ids, micro.response_ids, "policy",
-                                                          with_entropy=True)
+                                                          with_entropy=True, width=micro.response_mask.shape[1])
             terms = self.objective.terms(micro, logp, entropy)
             for pillar in self.active_pillars:
                 terms = pillar.transform(terms, micro)

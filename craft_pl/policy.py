@@ -301,14 +301,20 @@ class Policy(torch.nn.Module):
         which: Literal["policy", "reference", "teacher"] = "policy",
         with_entropy: bool = False,
         micro_batch_size: int | None = None,
+        width: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """Per-token log-probs ``[rows, R]`` of responses given prompts, entropy (optional) and response mask.
 
-        Rows are scored ``micro_batch_size`` at a time and re-assembled; gradients flow when enabled by the caller.
+        ``R`` is ``width`` when given (e.g. the width of the step's stored tensors, which a mini-batch's own longest
+        response may not reach), else the longest response. Rows are scored ``micro_batch_size`` at a time and
+        re-assembled; gradients flow when enabled by the caller.
         """
         rows = len(prompt_ids)
         size = micro_batch_size or rows
-        width = max(1, max(len(r) for r in response_ids))
+        longest = max(1, max(len(r) for r in response_ids))
+        if width is not None and width < longest:
+            raise ValueError(f"width {width} is shorter than the longest response ({longest} tokens)")
+        width = width or longest
         entropy = None
         chunks_logp, chunks_entropy = [], []
         with self.use(which) as module:

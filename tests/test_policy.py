@@ -64,3 +64,15 @@ def test_warm_start_cache_gives_bit_identical_weights(tmp_path):
 def test_missing_local_model_path_fails_before_loading():
     with pytest.raises(ValueError, match="does not exist"):
         Policy(model="./no/such/model")
+
+
+def test_logprobs_can_be_padded_to_the_step_width(tiny_policy):
+    prompts = [tiny_policy.encode_prompt("Task: choose apple\n")] * 2
+    responses = [[5, 6], [7]]
+    logp, entropy, mask = tiny_policy.token_logprobs(prompts, responses, with_entropy=True, width=6)
+    assert logp.shape == entropy.shape == mask.shape == (2, 6)
+    assert mask.sum().item() == 3 and torch.equal(logp[~mask], torch.zeros(9))
+    narrow, _, _ = tiny_policy.token_logprobs(prompts, responses)
+    assert torch.equal(narrow, logp[:, :2])
+    with pytest.raises(ValueError, match="shorter"):
+        tiny_policy.token_logprobs(prompts, responses, width=1)

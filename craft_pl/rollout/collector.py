@@ -86,11 +86,13 @@ class Collector:
         sampling: SamplingParams,
         generator: torch.Generator,
         privileged: bool = False,
+        progress: Callable[[int], None] | None = None,
     ) -> list[Trajectory]:
         """``group_size`` sibling episodes of each task; trajectories ordered by (group, sibling).
 
         With ``privileged`` the policy itself sees the privileged context before every prompt (used to measure how
-        much the teacher's context helps; training rows never come from such episodes).
+        much the teacher's context helps; training rows never come from such episodes). ``progress`` is called
+        after every turn with the number of episodes that were still running.
         """
         envs = self.environments(len(tasks) * group_size)
         trajectories = []
@@ -128,6 +130,8 @@ class Collector:
                                           generator)
             for i, prompt, cut, generation in zip(active, prompts, cuts, generations):
                 self._advance(envs[i], trajectories[i], histories[i], observations, i, prompt, cut, generation, policy)
+            if progress is not None:
+                progress(len(active))
         return trajectories
 
     def _advance(self, env, trajectory, history, observations, i, prompt, cut, generation, policy) -> None:

@@ -122,32 +122,28 @@ class HFEngine(GenerationEngine):
         stop_ids = torch.tensor(sorted(self._stop_token_ids(tokenizer)), device=device)
         multi_token_stops = [s for s in self.stop_strings if len(tokenizer(s, add_special_tokens=False).input_ids) > 1]
 
-        tokens = [[] for _ in range(rows)]
-        logps = [[] for _ in range(rows)]
+        tokens = torch.full((rows, sampling.max_new_tokens), pad_id, dtype=torch.long, device=device)
+        logps = torch.zeros(rows, sampling.max_new_tokens, device=device)
+        lengths = torch.zeros(rows, dtype=torch.long, device=device)
         active = torch.ones(rows, dtype=torch.bool, device=device)
-        finished = [False] * rows
         cache = None
         step_ids, step_positions = input_ids, position_ids
         was_training = model.training
         model.eval()
         try:
-            for _ in range(sampling.max_new_tokens):
+            for step in range(sampling.max_new_tokens):
                 out = model(input_ids=step_ids, attention_mask=attention_mask, position_ids=step_positions,
                             cache=cache, use_cache=True, logits_to_keep=1)
                 cache = out.cache
                 token, token_logp = sample_next(out.logits[:, -1], sampling, generator)
                 token = torch.where(active, token, torch.full_like(token, pad_id))
-                for row in torch.nonzero(active).flatten().tolist():
-                    tokens[row].append(int(token[row]))
-                    logps[row].append(float(token_logp[row]))
-                    if multi_token_stops:
-                        tail = tokenizer.decode(tokens[row][-8:])
-                        if any(tail.endswith(s) for s in multi_token_stops):
-                            finished[row] = True
-                hit_stop = torch.isin(token, stop_ids) & active
-                for row in torch.nonzero(hit_stop).flatten().tolist():
-                    finished[row] = True
-                active = active & ~torch.tensor(finished, device=device)
+                tokens[:, step] = token
+                logps[:, step] = torch.where(active, token_logp, torch.zeros_like(token_logp))
+                lengths += active.long()
+                finished = torch.isin(token, stop_ids)
+                if multi_token_stops:
+                    finished |= self._ends_with_stop(tokenizer, tokens, lengths, active, multi_token_stops)
+                active = active & ~finished
                 if not bool(active.any()):
                     break
                 attention_mask = torch.cat([attention_mask, active.long()[:, None]], dim=1)
@@ -155,4 +151,18 @@ class HFEngine(GenerationEngine):
                 step_ids = token[:, None]
         finally:
             model.train(was_training)
-        return [Generation(tokens[r], logps[r], finished[r]) for r in range(rows)]
+        lengths_list = lengths.tolist()
+        finished_list = (~active).tolist()
+        tokens_list, logps_list = tokens.tolist(), logps.tolist()
+        return [Generation(tokens_list[r][: lengths_list[r]], logps_list[r][: lengths_list[r]], finished_list[r])
+                for r in range(rows)]
+
+    @staticmethod
+    def _ends_with_stop(tokenizer, tokens, lengths, active, stops) -> torch.Tensor:
+        """Rows whose decoded tail ends with a multi-token stop string (only active rows are decoded)."""
+        hits = torch.zeros_like(active)
+        for row in torch.nonzero(active).flatten().tolist():
+            end = int(lengths[row])
+            tail = tokenizer.decode(tokens[row, max(0, end - 8) : end].tolist())
+            hits[row] = any(tail.endswith(s) for s in stops)
+        return hits
