@@ -1,5 +1,6 @@
 """Lightning callbacks for craft_pl (installed as ``craft_pl.callbacks``)."""
 
+from craft_pl.callbacks.credit_inspector import CreditInspector
 from craft_pl.callbacks.rollout_metrics import RolloutMetrics
 
-__all__ = ["RolloutMetrics"]
+__all__ = ["CreditInspector", "RolloutMetrics"]

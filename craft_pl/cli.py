@@ -9,7 +9,7 @@ import sys
 
 from lightning.pytorch.cli import LightningCLI
 
-from craft_pl.callbacks import RolloutMetrics
+from craft_pl.callbacks import CreditInspector, RolloutMetrics
 from craft_pl.data import RolloutDataModule
 from craft_pl.module import CraftModule
 
@@ -28,6 +28,7 @@ class CraftCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(RolloutMetrics, "rollout_metrics")
+        parser.add_lightning_class_args(CreditInspector, "credit_inspector")
 
     def instantiate_classes(self) -> None:
         """Build the objects; a bad value (checked in constructors, before any model loads) exits with its message."""

@@ -61,10 +61,8 @@ class CraftModule(pl.LightningModule):
         self.objective = objective or Objective()
         self.pillars = list(pillars or [])
         self.active_pillars = canonical_order(self.pillars)
-        if any(p.needs_teacher for p in self.active_pillars) and not self.objective.use_distill:
-            raise ValueError(
-                "model.pillars: a pillar that reshapes the distillation credit needs model.objective.distill_coef > 0"
-            )
+        for pillar in self.active_pillars:
+            pillar.validate(self.objective)
         self.lr = lr
         self.weight_decay = weight_decay
         self.adam_betas = tuple(adam_betas)
@@ -79,6 +77,9 @@ class CraftModule(pl.LightningModule):
         self._evaluation: list[list[Trajectory]] = [[], []]
         self._epoch_started = 0.0
         self._step_metrics: dict[str, list[float]] = {}
+        self.record_tokens = False
+        """Set by ``CreditInspector``: keep per-token gate/credit of this RL step in ``token_records``."""
+        self.token_records: dict[tuple[int, int], dict] = {}
 
     @property
     def needs_teacher(self) -> bool:
@@ -127,12 +128,17 @@ class CraftModule(pl.LightningModule):
         for start in range(0, rows, size):
             micro = batch.select(torch.arange(start, min(rows, start + size)))
             micro.num_tokens = batch.num_tokens
-            logp, entropy, _ = self.policy.token_logprobs(micro.prompt_ids, micro.response_ids, "policy",
-                                                          with_entropy=True, width=micro.response_mask.shape[1])
-            terms = self.objective.terms(micro, logp, entropy)
+            top_k = max((pillar.logits_top_k for pillar in self.active_pillars), default=0)
+            scores, _ = self.policy.token_scores(micro.prompt_ids, micro.response_ids, "policy", with_entropy=True,
+                                                 top_k=top_k, width=micro.response_mask.shape[1])
+            terms = self.objective.terms(micro, scores.logp, scores.entropy)
+            if top_k:
+                terms.logits = scores
             for pillar in self.active_pillars:
                 terms = pillar.transform(terms, micro)
             loss, metrics = self.objective.compose(terms)
+            if self.record_tokens:
+                self._record_tokens(micro, terms)
             if not torch.isfinite(loss):
                 return self._skip_nonfinite(loss, batch_idx)
             self.manual_backward(loss)
@@ -149,6 +155,25 @@ class CraftModule(pl.LightningModule):
             self.log(key, value, on_step=True, on_epoch=False, batch_size=rows)
         self.log("train/grad_norm", grad_norm, on_step=True, on_epoch=False, batch_size=rows)
         return total_loss
+
+    @torch.no_grad()
+    def _record_tokens(self, batch: RolloutBatch, terms) -> None:
+        """Per-token factors of each row, keyed by (trajectory, turn), for inspection callbacks."""
+        for row in range(batch.num_rows):
+            length = len(batch.response_ids[row])
+            record = {
+                "trajectory": int(batch.trajectory_ids[row]), "group": int(batch.group_ids[row]),
+                "turn": int(batch.turn_index[row]), "response_ids": batch.response_ids[row],
+                "observation": batch.prompt_parts[row].current if batch.prompt_parts[row] is not None else "",
+                "advantage": float(batch.advantages[row]), "reward": float(batch.rewards[row]),
+            }
+            for name in ("gate", "credit"):
+                value = getattr(terms, name)
+                if value is not None:
+                    record[name] = value[row, :length].detach().cpu()
+            if "cti" in batch.extras:
+                record["cti"] = batch.extras["cti"][row, :length].detach().cpu()
+            self.token_records[(record["trajectory"], record["turn"])] = record
 
     def _clip_and_step(self, optimizer) -> torch.Tensor:
         clip = self.grad_clip
@@ -196,7 +221,7 @@ class CraftModule(pl.LightningModule):
             loaders = self.trainer.datamodule.val_dataloader()
             self._evaluation = [[t for chunk in loader for t in chunk] for loader in loaders]
             stats = self._evaluation_stats("val")
-            log.info("validation before RL: %s", {k: round(v, 4) for k, v in stats.items() if k.count("/") == 1})
+            self.print("validation before RL: " + ", ".join(f"{k} {v:.3f}" for k, v in stats.items() if k.count("/") == 1))
             if self.logger is not None:
                 self.logger.log_metrics(stats, step=0)
 

@@ -15,6 +15,7 @@ coefficients of this one class.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -109,8 +110,9 @@ class LossTerms:
     gate: torch.Tensor | None = None
     credit: torch.Tensor | None = None
     penalties: dict[str, torch.Tensor] = field(default_factory=dict)
-    logits: torch.Tensor | None = None
-    """Room for pillars that need full distributions (e.g. top-k logits); unused by the baseline."""
+    logits: Any = None
+    """``ResponseScores`` with the sampled token's logit and the top-k competing logits, filled only when an
+    active pillar asks for them (``CreditPillar.logits_top_k``); unused by the baseline."""
 
 
 class Objective:

@@ -16,7 +16,7 @@ from typing import Iterator, Literal
 
 import torch
 
-from craft_pl.scoring import pad_pairs, response_logprobs
+from craft_pl.scoring import ResponseScores, pad_pairs, response_scores
 from craft_pl.seeding import derive_seed
 from craft_pl.tiny_model import tiny_qwen2, train_tokenizer
 from craft_pl.warm_start import WarmStart, behaviour_clone, cache_directory, cache_key
@@ -309,29 +309,46 @@ class Policy(torch.nn.Module):
         response may not reach), else the longest response. Rows are scored ``micro_batch_size`` at a time and
         re-assembled; gradients flow when enabled by the caller.
         """
+        scores, mask = self.token_scores(prompt_ids, response_ids, which, with_entropy, 0, micro_batch_size, width)
+        return scores.logp, scores.entropy, mask
+
+    def token_scores(
+        self,
+        prompt_ids: list[list[int]],
+        response_ids: list[list[int]],
+        which: Literal["policy", "reference", "teacher"] = "policy",
+        with_entropy: bool = False,
+        top_k: int = 0,
+        micro_batch_size: int | None = None,
+        width: int | None = None,
+    ) -> tuple[ResponseScores, torch.Tensor]:
+        """Like ``token_logprobs`` with everything ``response_scores`` gives (top-k competing logits when asked)."""
         rows = len(prompt_ids)
         size = micro_batch_size or rows
         longest = max(1, max(len(r) for r in response_ids))
         if width is not None and width < longest:
             raise ValueError(f"width {width} is shorter than the longest response ({longest} tokens)")
         width = width or longest
-        entropy = None
-        chunks_logp, chunks_entropy = [], []
+        chunks: list[ResponseScores] = []
         with self.use(which) as module:
             for start in range(0, rows, size):
                 batch = pad_pairs(prompt_ids[start : start + size], response_ids[start : start + size],
                                   self.tokenizer.pad_token_id)
-                chunk_logp, chunk_entropy = response_logprobs(module, batch, with_entropy)
-                chunks_logp.append(torch.nn.functional.pad(chunk_logp, (0, width - chunk_logp.shape[1])))
-                if with_entropy:
-                    chunks_entropy.append(torch.nn.functional.pad(chunk_entropy, (0, width - chunk_entropy.shape[1])))
-        logp = torch.cat(chunks_logp)
-        if with_entropy:
-            entropy = torch.cat(chunks_entropy)
+                chunks.append(response_scores(module, batch, with_entropy, top_k))
+
+        def joined(name: str) -> torch.Tensor | None:
+            parts = [getattr(chunk, name) for chunk in chunks]
+            if parts[0] is None:
+                return None
+            pad = [0, 0] * (parts[0].dim() - 2)
+            return torch.cat([torch.nn.functional.pad(p, pad + [0, width - p.shape[1]]) for p in parts])
+
+        scores = ResponseScores(**{name: joined(name) for name in
+                                   ("logp", "entropy", "sampled_logit", "top_logits", "top_ids")})
         mask = torch.zeros(rows, width, dtype=torch.bool)
         for row, response in enumerate(response_ids):
             mask[row, : len(response)] = True
-        return logp, entropy, mask.to(logp.device)
+        return scores, mask.to(scores.logp.device)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]

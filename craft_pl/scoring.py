@@ -53,13 +53,24 @@ def pad_pairs(prompt_ids: list[list[int]], response_ids: list[list[int]], pad_id
     )
 
 
-def response_logprobs(
-    model: torch.nn.Module, batch: PairBatch, with_entropy: bool = False
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-prob of each response token and, optionally, the policy entropy at that position.
+@dataclass
+class ResponseScores:
+    """What one forward pass says about each response token; tensors ``[rows, R]`` (``[rows, R, k]`` for top-k).
 
-    Returns ``logp [rows, R]`` and ``entropy [rows, R] | None``; padded positions hold 0.
+    Padded positions hold 0 (``top_ids`` hold 0 too).
     """
+
+    logp: torch.Tensor
+    entropy: torch.Tensor | None = None
+    sampled_logit: torch.Tensor | None = None
+    """Raw logit of the sampled token (for contrastive losses on logits)."""
+    top_logits: torch.Tensor | None = None
+    """The ``k`` largest logits at each position, sampled token excluded (set to -inf before the top-k)."""
+    top_ids: torch.Tensor | None = None
+
+
+def response_scores(model: torch.nn.Module, batch: PairBatch, with_entropy: bool = False, top_k: int = 0) -> ResponseScores:
+    """Log-prob of each response token and, optionally, the entropy and the top-k competing logits."""
     device = next(model.parameters()).device
     outputs = model(
         input_ids=batch.input_ids.to(device),
@@ -73,9 +84,23 @@ def response_logprobs(
     response_ids = batch.response_ids.to(device)
     mask = batch.response_mask.to(device)
     token_logp = log_probs.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
-    token_logp = torch.where(mask, token_logp, torch.zeros_like(token_logp))
-    entropy = None
+    scores = ResponseScores(logp=torch.where(mask, token_logp, torch.zeros_like(token_logp)))
     if with_entropy:
         entropy = -(log_probs.exp() * log_probs).sum(-1)
-        entropy = torch.where(mask, entropy, torch.zeros_like(entropy))
-    return token_logp, entropy
+        scores.entropy = torch.where(mask, entropy, torch.zeros_like(entropy))
+    if top_k:
+        sampled = logits.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
+        scores.sampled_logit = torch.where(mask, sampled, torch.zeros_like(sampled))
+        others = logits.scatter(-1, response_ids.unsqueeze(-1), float("-inf"))
+        top_logits, top_ids = others.topk(top_k, dim=-1)
+        scores.top_logits = torch.where(mask.unsqueeze(-1), top_logits, torch.zeros_like(top_logits))
+        scores.top_ids = torch.where(mask.unsqueeze(-1), top_ids, torch.zeros_like(top_ids))
+    return scores
+
+
+def response_logprobs(
+    model: torch.nn.Module, batch: PairBatch, with_entropy: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-prob of each response token ``[rows, R]`` and, optionally, the entropy there; padded positions hold 0."""
+    scores = response_scores(model, batch, with_entropy)
+    return scores.logp, scores.entropy

@@ -9,7 +9,7 @@ from craft_pl.cli import main
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 ENV_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if p.name != "smoke.yaml")
-OVERLAYS = sorted(CONFIGS.glob("method/*.yaml")) + [CONFIGS / "smoke.yaml"]
+OVERLAYS = sorted(CONFIGS.glob("method/*.yaml")) + sorted(CONFIGS.glob("ablations/*.yaml")) + [CONFIGS / "smoke.yaml"]
 
 
 def _print_config(capsys, *configs, extra=()):
@@ -64,3 +64,13 @@ def test_bad_config_fails_before_any_model_loads(override, message, capsys, monk
         main(["fit", "--config", str(CONFIGS / "webshop.yaml"), override])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_craft_differs_from_sdar_only_by_its_pillars():
+    craft = yaml.safe_load((CONFIGS / "method" / "craft.yaml").read_text())["model"]
+    sdar = yaml.safe_load((CONFIGS / "method" / "sdar.yaml").read_text())["model"]
+    assert craft.pop("pillars") and sdar.pop("pillars") == []
+    assert craft == sdar
+    for ablation in CONFIGS.glob("ablations/*.yaml"):
+        model = yaml.safe_load(ablation.read_text())["model"]
+        assert len(model.pop("pillars")) == 3 and model == sdar, ablation.name

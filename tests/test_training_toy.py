@@ -1,6 +1,7 @@
 """End-to-end ``fit`` on the toy environment: parameters move, tags exist, same seed = same losses to the bit."""
 
 import struct
+from pathlib import Path
 
 import torch
 
@@ -54,3 +55,48 @@ def test_same_seed_same_losses_to_the_bit(tmp_path):
 
     assert bits(first) == bits(second)
     assert bits(first) != bits(other)
+
+
+def _losses(root):
+    return [struct.pack("<f", v) for _, v in read_scalars(root)["train/loss"]]
+
+
+def test_all_pillars_disabled_logs_sdar_losses_to_the_bit(tmp_path):
+    configs = Path(__file__).resolve().parent.parent / "configs"
+    _, sdar = _fit(tmp_path, "sdar", ["--config", str(configs / "method" / "sdar.yaml")])
+    _, off = _fit(tmp_path, "off", ["--config", str(configs / "ablations" / "craft_all_disabled.yaml")])
+    _, craft = _fit(tmp_path, "craft", ["--config", str(configs / "method" / "craft.yaml")])
+    assert _losses(sdar) == _losses(off)
+    assert _losses(craft) != _losses(sdar)
+    scalars = read_scalars(craft)
+    for tag in ["pillar/cti/ess_mean", "pillar/cti/valid_fraction", "pillar/controller/distill_coef",
+                "pillar/polar_kl/forward_fraction"]:
+        assert tag in scalars, tag
+
+
+def test_credit_inspection_writes_histograms_pictures_and_text(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    configs = Path(__file__).resolve().parent.parent / "configs"
+    state = torch.random.get_rng_state()
+    _, root = _fit(tmp_path, "inspect", ["--config", str(configs / "method" / "craft.yaml"),
+                                         "--credit_inspector.every_n_steps=1"])
+    tags = {"histograms": set(), "images": set(), "tensors": set()}
+    for path in root.rglob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(path), size_guidance={"images": 0, "histograms": 0, "tensors": 0})
+        accumulator.Reload()
+        for kind in tags:
+            tags[kind] |= set(accumulator.Tags()[kind])
+    assert {"credit/gate", "credit/credit", "credit/cti"} <= tags["histograms"]
+    assert "credit/trajectories" in tags["images"]
+    assert any(tag.startswith("credit/trajectories_text") for tag in tags["tensors"])
+    _, plain = _fit(tmp_path, "plain", ["--config", str(configs / "method" / "craft.yaml"),
+                                        "--credit_inspector.every_n_steps=0"])
+    assert _losses(root) == _losses(plain)  # inspecting never changes training
+
+
+def test_adaptive_cringe_preset_trains(tmp_path):
+    configs = Path(__file__).resolve().parent.parent / "configs"
+    _, root = _fit(tmp_path, "cringe", ["--config", str(configs / "method" / "adaptive_cringe.yaml")])
+    scalars = read_scalars(root)
+    assert "train/cringe_loss" in scalars and "pillar/cringe/negative_fraction" in scalars

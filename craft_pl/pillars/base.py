@@ -28,12 +28,22 @@ class CreditPillar:
     name: ClassVar[str] = "pillar"
     needs_teacher: ClassVar[bool] = False
 
+    @property
+    def logits_top_k(self) -> int:
+        """How many competing logits per token the training forward must return (0 = none)."""
+        return 0
+
     def __init__(self, enabled: bool = True) -> None:
         """
         Args:
             enabled: False removes the pillar from the loss path entirely (the baseline's bits are unchanged).
         """
         self.enabled = enabled
+
+    def validate(self, objective) -> None:
+        """Raise ``ValueError`` (naming the fix) when this pillar cannot work with ``objective``."""
+        if self.needs_teacher and not objective.use_distill:
+            raise ValueError(f"model.pillars: {self.name} needs model.objective.distill_coef > 0 (a teacher)")
 
     def prepare(self, batch: RolloutBatch) -> None:
         """Group-level work once per RL step, after advantages and teacher log-probs exist."""

@@ -1,0 +1,68 @@
+"""Pillar 3: the polarised reference KL (craft-spec 4.5, register rows 8-10).
+
+Per token, with d = lp_ref - lp and the token's credit c (Pillar 1's signed credit, or 2g - 1 when Pillar 1 is off):
+
+    c >= 0:  k3    = exp(d) - d - 1, clamped to [-10, 10]            mode-seeking; the baseline's own tensor
+    c <  0:  k_fwd = r_c * d_c - r_c + 1, clamped to [-10, 10]       mode-covering (forward-KL) surrogate
+             with d_c = clamp(d, -20, 20), r_c = exp(d_c)
+
+The forward branch's pathwise gradient is a heuristic, not an unbiased forward-KL gradient (spec [S]). Both branches
+are finite for any d, so ``where`` never routes NaN into the gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from craft_pl.objective import LOG_RATIO_CLAMP, K3_CLAMP, LossTerms
+from craft_pl.pillars.base import STAGE_PENALTIES, CreditPillar
+from craft_pl.rollout.batch import RolloutBatch
+
+
+def forward_kl_surrogate(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Mode-covering per-token penalty ``[rows, tokens]``: r log r - r + 1 with r = exp(clamp(lp_ref - lp))."""
+    log_ratio = torch.clamp(ref_logp - logp, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    ratio = torch.exp(log_ratio)
+    return torch.clamp(ratio * log_ratio - ratio + 1.0, -K3_CLAMP, K3_CLAMP)
+
+
+def polarity_source(terms: LossTerms) -> torch.Tensor:
+    """The signed per-token credit that picks the branch: Pillar 1's credit, else 2g - 1 (the teacher gap's sign)."""
+    return terms.credit if terms.credit is not None else 2.0 * terms.gate - 1.0
+
+
+class PolarisedKL(CreditPillar):
+    """Reference KL per token: mode-seeking where credit >= 0, mode-covering where credit < 0."""
+
+    stage = STAGE_PENALTIES
+    name = "polar_kl"
+    needs_teacher = True
+
+    def __init__(self, enabled: bool = True) -> None:
+        """
+        Args:
+            enabled: False removes the pillar from the loss path (the baseline k3 stays).
+        """
+        super().__init__(enabled)
+        self._forward_tokens = 0.0
+        self._tokens = 0.0
+
+    def validate(self, objective) -> None:
+        super().validate(objective)
+        if not objective.use_kl:
+            raise ValueError("model.pillars: polar_kl polarises the reference KL; set model.objective.kl_coef > 0")
+
+    def prepare(self, batch: RolloutBatch) -> None:
+        self._forward_tokens, self._tokens = 0.0, 0.0
+
+    def transform(self, terms: LossTerms, batch: RolloutBatch) -> LossTerms:
+        """Replace ``terms.kl`` by the polarised penalty; tokens with credit >= 0 keep the baseline's k3 values."""
+        negative = polarity_source(terms) < 0
+        ref_logp = batch.ref_logp.to(terms.logp.device)
+        terms.kl = torch.where(negative, forward_kl_surrogate(terms.logp, ref_logp), terms.kl)
+        self._forward_tokens += float((negative & terms.mask).sum())
+        self._tokens += float(terms.mask.sum())
+        return terms
+
+    def metrics(self) -> dict[str, float]:
+        return {"forward_fraction": self._forward_tokens / self._tokens} if self._tokens else {}
