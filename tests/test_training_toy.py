@@ -1,6 +1,8 @@
 """End-to-end ``fit`` on the toy environment: parameters move, tags exist, same seed = same losses to the bit."""
 
 import struct
+
+import pytest
 from pathlib import Path
 
 import torch
@@ -100,3 +102,15 @@ def test_adaptive_cringe_preset_trains(tmp_path):
     _, root = _fit(tmp_path, "cringe", ["--config", str(configs / "method" / "adaptive_cringe.yaml")])
     scalars = read_scalars(root)
     assert "train/cringe_loss" in scalars and "pillar/cringe/negative_fraction" in scalars
+
+
+ABLATIONS = sorted((Path(__file__).resolve().parent.parent / "configs" / "ablations").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("overlay", ABLATIONS, ids=lambda p: p.stem)
+def test_every_ablation_overlay_runs(tmp_path, overlay):
+    cli, root = _fit(tmp_path, overlay.stem, ["--config", str(overlay), "--trainer.max_epochs=1",
+                                              "--model.validate_at_start=false"])
+    enabled = {p.name for p in cli.model.active_pillars}
+    assert enabled == {name for name in ("cti", "controller", "polar_kl") if name in overlay.stem}
+    assert read_scalars(root)["train/loss"]

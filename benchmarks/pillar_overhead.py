@@ -1,0 +1,129 @@
+"""CRAFT's extra compute: the loss work of one RL step with CRAFT's pillars over the same with SDAR, same batch;
+and Pillar 1's ``prepare`` time at the paper's scale (B=16, G=8, 15 turns x 64 tokens).
+
+Usage: python benchmarks/pillar_overhead.py [--repeats 5]
+Loss work = objective + pillar ``prepare`` and every mini-batch's forward, loss, backward and optimizer step
+(rollout and scoring are shared by both methods and excluded). Writes benchmarks/results/pillar_overhead.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.teacher_pass_cost import _Trainer
+from craft_pl.data import RolloutDataModule, rows_from_trajectories
+from craft_pl.envs.webshop import WebShopEnv
+from craft_pl.objective import Objective
+from craft_pl.pillars import canonical_order
+from craft_pl.pillars.controller import AsymmetricController
+from craft_pl.pillars.cti import CounterfactualTokenImportance
+from craft_pl.pillars.polar_kl import PolarisedKL
+from craft_pl.policy import Policy, TinyModelSpec
+from craft_pl.rollout.batch import RolloutBatch
+from craft_pl.rollout.collector import collect_demonstrations
+from craft_pl.rollout.engine import SamplingParams
+from craft_pl.warm_start import WarmStart
+
+
+def loss_work(policy: Policy, batch: RolloutBatch, pillars: list, mini_batches: int = 4) -> float:
+    """Seconds for prepare + every mini-batch update of one RL step."""
+    policy, batch = copy.deepcopy(policy), copy.deepcopy(batch)
+    objective = Objective(distill_coef=0.01, kl_coef=0.01, gate_beta=5.0)
+    optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=1e-4)
+    started = time.perf_counter()
+    objective.prepare(batch)
+    active = canonical_order(pillars)
+    for pillar in active:
+        pillar.prepare(batch)
+    for index in torch.tensor_split(torch.arange(batch.num_rows), mini_batches):
+        mini = batch.select(index)
+        mini.num_tokens = int(mini.response_mask.sum())
+        logp, entropy, _ = policy.token_logprobs(mini.prompt_ids, mini.response_ids, with_entropy=True,
+                                                 width=mini.response_mask.shape[1])
+        terms = objective.terms(mini, logp, entropy)
+        for pillar in active:
+            terms = pillar.transform(terms, mini)
+        loss, _ = objective.compose(terms)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return time.perf_counter() - started
+
+
+def synthetic_step(groups: int, group_size: int, turns: int, tokens: int) -> RolloutBatch:
+    """A scored batch of the given shape with random log-probs and rewards (for the ``prepare`` timing)."""
+    generator = torch.Generator().manual_seed(0)
+    rows = groups * group_size * turns
+    group_ids = torch.arange(groups).repeat_interleave(group_size * turns)
+    trajectory_ids = torch.arange(groups * group_size).repeat_interleave(turns)
+    mask = torch.ones(rows, tokens, dtype=torch.bool)
+    logp = -torch.rand(rows, tokens, generator=generator) * 3
+    return RolloutBatch(
+        prompt_ids=[[0]] * rows, prompt_parts=[None] * rows, response_ids=[[0] * tokens] * rows, response_mask=mask,
+        group_ids=group_ids, trajectory_ids=trajectory_ids, turn_index=torch.arange(turns).repeat(groups * group_size),
+        rewards=torch.zeros(rows), valid_action=torch.ones(rows, dtype=torch.bool), task_types=["t"] * rows,
+        privileged_context=[""] * rows, sampling_logp=logp, old_logp=logp,
+        teacher_logp=logp + torch.randn(rows, tokens, generator=generator),
+        advantages=torch.randn(groups * group_size, generator=generator).repeat_interleave(turns),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    env_args = {"max_turns": 8, "privileged": "hint"}
+    env = WebShopEnv(**env_args)
+    demos, _ = collect_demonstrations(env, env.task_panel("train", 400, 9), history_length=2)
+    policy = Policy(tiny=TinyModelSpec(), max_prompt_tokens=512,
+                    warm_start=WarmStart(num_demos=400, steps=60, batch_size=32, cache=False))
+    policy.build([p + r for p, r in demos], demos, seed=0)
+    datamodule = RolloutDataModule(env=lambda: WebShopEnv(**env_args), tasks_per_step=8, group_size=4)
+    datamodule.trainer = _Trainer(policy)
+    tasks = env.task_panel("train", 8, 0)
+    trajectories = datamodule.collector.run(tasks, 4, policy, datamodule.engine, SamplingParams(),
+                                            torch.Generator().manual_seed(0))
+    batch = rows_from_trajectories(trajectories, env.invalid_action_penalty)
+    datamodule._score(batch, with_reference=True)
+    datamodule._score_teacher(batch, tasks)
+
+    def craft():
+        controller = AsymmetricController(target=0.2)
+        controller.state.update(distill=0.02, kl=0.005, base={"distill": 0.01, "kl": 0.01})
+        return [CounterfactualTokenImportance(), controller, PolarisedKL()]
+
+    sdar_times, craft_times = [], []
+    for _ in range(args.repeats):  # interleaved so drifts in machine load hit both alike
+        sdar_times.append(loss_work(policy, batch, []))
+        craft_times.append(loss_work(policy, batch, craft()))
+    big = synthetic_step(16, 8, 15, 64)
+    pillar = CounterfactualTokenImportance()
+    prepare_times = []
+    for _ in range(args.repeats):
+        started = time.perf_counter()
+        pillar.prepare(big)
+        prepare_times.append(time.perf_counter() - started)
+    record = {
+        "command": "python benchmarks/pillar_overhead.py",
+        "rows": batch.num_rows,
+        "sdar_loss_work_s": round(statistics.median(sdar_times), 4),
+        "craft_loss_work_s": round(statistics.median(craft_times), 4),
+        "craft_over_sdar": round(statistics.median(craft_times) / statistics.median(sdar_times), 3),
+        "cti_prepare_s_B16_G8_15x64": round(statistics.median(prepare_times), 4),
+        "torch_threads": torch.get_num_threads(),
+    }
+    out = Path(__file__).parent / "results" / "pillar_overhead.json"
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    main()
