@@ -114,3 +114,26 @@ def test_every_ablation_overlay_runs(tmp_path, overlay):
     enabled = {p.name for p in cli.model.active_pillars}
     assert enabled == {name for name in ("cti", "controller", "polar_kl") if name in overlay.stem}
     assert read_scalars(root)["train/loss"]
+
+
+def test_non_finite_losses_are_skipped_then_reported(tmp_path, monkeypatch):
+    from craft_pl.objective import Objective
+
+    original = Objective.compose
+    calls = {"n": 0}
+
+    def sometimes_nan(self, terms):
+        loss, parts = original(self, terms)
+        calls["n"] += 1
+        return (loss * float("nan"), parts) if calls["n"] == 2 else (loss, parts)
+
+    monkeypatch.setattr(Objective, "compose", sometimes_nan)
+    cli, root = _fit(tmp_path, "nan")
+    scalars = read_scalars(root)
+    assert scalars["train/nonfinite_losses"] == [(1, 1.0)]
+    assert cli.trainer.global_step == 3  # 4 mini-batches, one update skipped
+    assert all(torch.isfinite(p).all() for p in cli.model.policy.trainable_parameters())
+
+    monkeypatch.setattr(Objective, "compose", lambda self, terms: (original(self, terms)[0] * float("inf"), {}))
+    with pytest.raises(FloatingPointError, match="non-finite losses in a row"):
+        _fit(tmp_path, "inf")

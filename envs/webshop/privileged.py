@@ -27,16 +27,18 @@ def skill_text(task_type: str) -> str:
 
 
 def hint_text(goal: Goal, catalog: Catalog, id_style: str = "short", results_per_page: int = 10) -> str:
-    """The actions that solve one goal: search, (next pages,) the product to open with its title and price, its
-    options, buy."""
+    """The clicks that solve one goal, keyed by the page where each is made (the words the observation starts
+    with), so that a small model can look its next action up: which result to open on which results page, then
+    the options and ``buy now`` on the item page."""
     index = catalog.by_asin.get((goal.answer_asin or goal.asin).lower(), goal.product_index)
     product = catalog.products[index]
-    steps = [f"search[{parse_instruction(goal.instruction).descriptor}]"]
-    name = product.asin.lower()
+    lines = ["Hint:"]
+    name, page = product.asin.lower(), 1
     if id_style == "rank" and goal.answer_rank >= 0:
-        steps += ["click[next >]"] * (goal.answer_rank // results_per_page)
+        page = goal.answer_rank // results_per_page + 1
+        lines += [f"results page {p} -> click[next >]" for p in range(1, page)]
         name = str(goal.answer_rank % results_per_page + 1)
-    steps.append(f"click[{name}] ({product.title}, {product.pricing})")
-    steps += [f"click[{value}]" for _, value in goal.goal_options]
-    steps.append("click[buy now]")
-    return "Hint: " + ", then ".join(steps) + "\n"
+    lines.append(f"results page {page} -> click[{name}]")
+    item_clicks = [f"click[{value}]" for _, value in goal.goal_options] + ["click[buy now]"]
+    lines.append("item page -> " + " then ".join(item_clicks))
+    return "\n".join(lines) + "\n"
