@@ -14,6 +14,9 @@ import torch
 
 from craft_pl.objective import Objective
 from craft_pl.pillars.base import CreditPillar, canonical_order
+from craft_pl.pillars.controller import AsymmetricController
+from craft_pl.pillars.cti import CounterfactualTokenImportance
+from craft_pl.pillars.polar_kl import PolarisedKL
 from craft_pl.policy import Policy
 from craft_pl.rollout.batch import RolloutBatch
 from craft_pl.rollout.collector import Trajectory
@@ -21,6 +24,11 @@ from craft_pl.rollout.stats import episode_stats
 from craft_pl.seeding import run_seed
 
 log = logging.getLogger(__name__)
+
+
+def craft_pillars() -> list[CreditPillar]:
+    """CRAFT's three pillars with the spec's defaults (what ``pillars: null`` means)."""
+    return [CounterfactualTokenImportance(), AsymmetricController(), PolarisedKL()]
 
 
 class CraftModule(pl.LightningModule):
@@ -42,8 +50,9 @@ class CraftModule(pl.LightningModule):
         """
         Args:
             policy: The language-model policy (built in ``configure_model``, never at parse time).
-            objective: The baseline loss (GRPO / OPSD / SDAR coefficients).
-            pillars: Credit pillars that transform the loss terms (empty = the baseline); order in YAML is irrelevant.
+            objective: The baseline loss (GRPO / OPSD / SDAR coefficients); default SDAR's, which CRAFT builds on.
+            pillars: Credit pillars that transform the loss terms; null = CRAFT's three pillars with their defaults,
+                [] = none (the baseline objective alone). Order in the list is irrelevant.
             lr: AdamW learning rate of the RL update.
             weight_decay: AdamW weight decay.
             adam_betas: AdamW betas.
@@ -59,7 +68,7 @@ class CraftModule(pl.LightningModule):
             raise ValueError(f"model.micro_batch_size must be >= 1 or null, got {micro_batch_size}")
         self.policy = policy
         self.objective = objective or Objective()
-        self.pillars = list(pillars or [])
+        self.pillars = list(pillars) if pillars is not None else craft_pillars()
         self.active_pillars = canonical_order(self.pillars)
         for pillar in self.active_pillars:
             pillar.validate(self.objective)

@@ -125,7 +125,7 @@ class Objective:
         dual_clip: float = 3.0,
         entropy_coef: float = 0.001,
         kl_coef: float = 0.01,
-        distill_coef: float = 0.0,
+        distill_coef: float = 0.01,
         gate_beta: float = 5.0,
         advantage_eps: float = 1e-6,
         norm_adv_by_std: bool = True,
@@ -137,7 +137,7 @@ class Objective:
             dual_clip: Dual-clip constant c (applies to negative advantages); must be > 1.
             entropy_coef: Weight of the entropy bonus (subtracted from the loss).
             kl_coef: Weight of the k3 KL to the reference policy (0 removes the term and the reference pass).
-            distill_coef: Weight lambda of the gated distillation term (0 = plain GRPO, no teacher pass).
+            distill_coef: Weight lambda of the gated distillation term (0 = plain GRPO, no teacher pass; SDAR 0.01).
             gate_beta: Gate sharpness beta in sigmoid(beta * (lp_T - lp)); 0 gives the ungated 0.5 (GRPO+OPSD).
             advantage_eps: Added to the group std before dividing.
             norm_adv_by_std: Divide advantages by the group std (GRPO); False gives Dr.GRPO mean-centring.

@@ -98,3 +98,10 @@ def test_module_keeps_only_enabled_pillars_in_canonical_order_and_checks_the_tea
     checkpoint = {}
     module.on_save_checkpoint(checkpoint)
     assert set(checkpoint["craft_pillars"]) == {"credit_penalty", "scale", "half_credit"}
+
+
+def test_code_defaults_are_crafts():
+    module = CraftModule(Policy())
+    assert [p.name for p in module.active_pillars] == ["cti", "controller", "polar_kl"]
+    assert module.objective.distill_coef == 0.01 and module.objective.gate_beta == 5.0
+    assert CraftModule(Policy(), pillars=[]).active_pillars == []
