@@ -1,7 +1,7 @@
 """CRAFT's extra compute: the loss work of one RL step with CRAFT's pillars over the same with SDAR, same batch;
 and Pillar 1's ``prepare`` time at the paper's scale (B=16, G=8, 15 turns x 64 tokens).
 
-Usage: python benchmarks/pillar_overhead.py [--repeats 5]
+Usage: python -m benchmarks.pillar_overhead [--repeats 5]
 Loss work = objective + pillar ``prepare`` and every mini-batch's forward, loss, backward and optimizer step
 (rollout and scoring are shared by both methods and excluded). Writes benchmarks/results/pillar_overhead.json.
 """
@@ -17,19 +17,14 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.teacher_pass_cost import _Trainer
-from craft_pl.data import RolloutDataModule, rows_from_trajectories
-from craft_pl.envs.webshop import WebShopEnv
+from benchmarks.common import rollout_step
 from craft_pl.objective import Objective
 from craft_pl.pillars import canonical_order
 from craft_pl.pillars.controller import AsymmetricController
 from craft_pl.pillars.cti import CounterfactualTokenImportance
 from craft_pl.pillars.polar_kl import PolarisedKL
-from craft_pl.policy import Policy, TinyModelSpec
+from craft_pl.policy import Policy
 from craft_pl.rollout.batch import RolloutBatch
-from craft_pl.rollout.collector import collect_demonstrations
-from craft_pl.rollout.engine import SamplingParams
-from craft_pl.warm_start import WarmStart
 
 
 def loss_work(policy: Policy, batch: RolloutBatch, pillars: list, mini_batches: int = 4) -> float:
@@ -80,18 +75,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
-    env_args = {"max_turns": 8, "privileged": "hint"}
-    env = WebShopEnv(**env_args)
-    demos, _ = collect_demonstrations(env, env.task_panel("train", 400, 9), history_length=2)
-    policy = Policy(tiny=TinyModelSpec(), max_prompt_tokens=512,
-                    warm_start=WarmStart(num_demos=400, steps=60, batch_size=32, cache=False))
-    policy.build([p + r for p, r in demos], demos, seed=0)
-    datamodule = RolloutDataModule(env=lambda: WebShopEnv(**env_args), tasks_per_step=8, group_size=4)
-    datamodule.trainer = _Trainer(policy)
-    tasks = env.task_panel("train", 8, 0)
-    trajectories = datamodule.collector.run(tasks, 4, policy, datamodule.engine, SamplingParams(),
-                                            torch.Generator().manual_seed(0))
-    batch = rows_from_trajectories(trajectories, env.invalid_action_penalty)
+    policy, datamodule, batch, tasks = rollout_step()
     datamodule._score(batch, with_reference=True)
     datamodule._score_teacher(batch, tasks)
 
@@ -112,7 +96,7 @@ def main() -> None:
         pillar.prepare(big)
         prepare_times.append(time.perf_counter() - started)
     record = {
-        "command": "python benchmarks/pillar_overhead.py",
+        "command": "python -m benchmarks.pillar_overhead",
         "rows": batch.num_rows,
         "sdar_loss_work_s": round(statistics.median(sdar_times), 4),
         "craft_loss_work_s": round(statistics.median(craft_times), 4),
