@@ -184,3 +184,22 @@ def test_cringe_samples_with_its_own_generator_only():
     pillar.generator = torch.Generator().manual_seed(0)
     assert torch.equal(first, pillar._pseudo_positive(top))
     assert set(first.flatten().tolist()) <= {3.0, 2.0, 1.0}
+
+
+def test_variant_b_polarises_the_distillation_term_instead_of_the_kl(scored):
+    reference = one_update(scored, [])
+    variant_b = one_update(scored, [PolarisedKL(target="distill")])
+    assert variant_b[0].item() != reference[0].item()
+    policy, batch = scored
+    batch = copy.deepcopy(batch)
+    objective = Objective(distill_coef=0.01, kl_coef=0.01)
+    objective.prepare(batch)
+    logp, entropy, _ = policy.token_logprobs(batch.prompt_ids, batch.response_ids, with_entropy=True,
+                                             width=batch.response_mask.shape[1])
+    terms = objective.terms(batch, logp, entropy)
+    kl_before, gate = terms.kl.clone(), terms.gate.clone()
+    terms = PolarisedKL(target="distill").transform(terms, batch)
+    negative = (2 * gate - 1 < 0) & terms.mask
+    assert negative.any() and torch.equal(terms.kl, kl_before)
+    assert torch.equal(terms.credit[negative], torch.zeros(int(negative.sum())))
+    assert (terms.penalties["polar_distill"][negative] >= 0).all()  # -rho * logp with logp <= 0
