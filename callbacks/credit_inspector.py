@@ -17,7 +17,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from craft_pl.seeding import derive_seed, run_seed
+from craft_pl.seeding import derive_seed, restore_generator, run_seed
 
 
 class CreditInspector(pl.Callback):
@@ -115,6 +115,4 @@ class CreditInspector(pl.Callback):
         return {"generator": self.generator.get_state() if self.generator is not None else None}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if state_dict.get("generator") is not None:
-            self.generator = torch.Generator()
-            self.generator.set_state(state_dict["generator"])
+        self.generator = restore_generator(state_dict.get("generator")) or self.generator

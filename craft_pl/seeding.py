@@ -52,3 +52,12 @@ class NamedGenerators:
             self.torch.setdefault(name, torch.Generator()).set_state(value)
         for name, value in state["python"].items():
             self.python.setdefault(name, random.Random()).setstate(value)
+
+
+def restore_generator(state: torch.Tensor | None) -> torch.Generator | None:
+    """A ``torch.Generator`` in the saved ``state`` (``None`` stays ``None``), for checkpointed private streams."""
+    if state is None:
+        return None
+    generator = torch.Generator()
+    generator.set_state(state)
+    return generator

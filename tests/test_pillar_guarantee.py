@@ -203,3 +203,13 @@ def test_variant_b_polarises_the_distillation_term_instead_of_the_kl(scored):
     assert negative.any() and torch.equal(terms.kl, kl_before)
     assert torch.equal(terms.credit[negative], torch.zeros(int(negative.sum())))
     assert (terms.penalties["polar_distill"][negative] >= 0).all()  # -rho * logp with logp <= 0
+
+
+def test_cringe_generator_state_survives_a_checkpoint():
+    pillar = AdaptiveCringe(top_k=3)
+    pillar.generator = torch.Generator().manual_seed(5)
+    top = torch.tensor([[[3.0, 2.0, 1.0]] * 16])
+    pillar._pseudo_positive(top)
+    restored = AdaptiveCringe(top_k=3)
+    restored.load_state_dict(pillar.state_dict())
+    assert torch.equal(pillar._pseudo_positive(top), restored._pseudo_positive(top))

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from craft_pl.objective import LossTerms
 from craft_pl.pillars.base import STAGE_PENALTIES, CreditPillar
 from craft_pl.rollout.batch import RolloutBatch
-from craft_pl.seeding import derive_seed, run_seed
+from craft_pl.seeding import derive_seed, restore_generator, run_seed
 
 
 def cringe_contrastive(sampled_logit: torch.Tensor, positive_logit: torch.Tensor, detach_positive: bool) -> torch.Tensor:
@@ -115,6 +115,4 @@ class AdaptiveCringe(CreditPillar):
         return {"generator": self.generator.get_state() if self.generator is not None else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("generator") is not None:
-            self.generator = torch.Generator()
-            self.generator.set_state(state["generator"])
+        self.generator = restore_generator(state.get("generator")) or self.generator
