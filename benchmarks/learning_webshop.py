@@ -62,7 +62,7 @@ def main() -> None:
             seed = pending.pop(0)
             run_dir = runs_root / f"seed{seed}"
             command = [sys.executable, "-m", "craft_pl", "fit"] + [a for c in configs for a in ("--config", c)] + [
-                f"--seed_everything={seed}", f"--trainer.default_root_dir={run_dir}",
+                f"--seed_everything={seed}", f"--trainer.default_root_dir={run_dir.relative_to(ROOT)}",
                 "--trainer.enable_progress_bar=false"] + args.extra
             run_dir.mkdir(parents=True, exist_ok=True)
             log = open(run_dir / "stdout.log", "w")
