@@ -110,6 +110,9 @@ class CraftModule(pl.LightningModule):
                 f"model.objective.distill_coef > 0 needs a teacher, but {type(datamodule.reference_env).__name__} "
                 "offers no privileged context; pick an environment with skills/hints or use configs/method/grpo.yaml"
             )
+        if any(p.name == "cti" for p in self.active_pillars) and datamodule.group_size < 4:
+            log.warning("Pillar 1 (cti) with data.group_size=%d: with G = 2 the one sibling always gets weight 1 and "
+                        "carries no teacher signal; use data.group_size >= 4 (the paper uses 8)", datamodule.group_size)
         seed = run_seed()
         demonstrations, corpus = None, []
         if self.policy.warm_start is not None or self.policy.needs_corpus:
