@@ -6,7 +6,6 @@ No environment code and no generation loop here: rollouts come from ``RolloutDat
 from __future__ import annotations
 
 import logging
-import math
 import time
 
 import lightning.pytorch as pl

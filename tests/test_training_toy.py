@@ -80,7 +80,6 @@ def test_credit_inspection_writes_histograms_pictures_and_text(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     configs = Path(__file__).resolve().parent.parent / "configs"
-    state = torch.random.get_rng_state()
     _, root = _fit(tmp_path, "inspect", ["--config", str(configs / "method" / "craft.yaml"),
                                          "--credit_inspector.every_n_steps=1"])
     tags = {"histograms": set(), "images": set(), "tensors": set()}

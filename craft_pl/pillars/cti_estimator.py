@@ -5,7 +5,6 @@ See ``cti.py`` for the equations; everything here is deterministic, gradient-fre
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 

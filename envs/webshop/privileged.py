@@ -7,7 +7,6 @@ from pathlib import Path
 
 from craft_pl.envs.webshop.catalog import Catalog
 from craft_pl.envs.webshop.goals import Goal
-from craft_pl.envs.webshop.instructions import parse_instruction
 from craft_pl.envs.webshop.vocab import TASK_TYPES
 
 SKILL_DIR = Path(__file__).resolve().parent / "skills"
