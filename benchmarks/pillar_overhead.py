@@ -61,7 +61,7 @@ def synthetic_step(groups: int, group_size: int, turns: int, tokens: int) -> Rol
     mask = torch.ones(rows, tokens, dtype=torch.bool)
     logp = -torch.rand(rows, tokens, generator=generator) * 3
     return RolloutBatch(
-        prompt_ids=[[0]] * rows, prompt_parts=[None] * rows, response_ids=[[0] * tokens] * rows, response_mask=mask,
+        prompt_ids=[[0]] * rows, prompt_parts=[None] * rows, history_dropped=[0] * rows, response_ids=[[0] * tokens] * rows, response_mask=mask,
         group_ids=group_ids, trajectory_ids=trajectory_ids, turn_index=torch.arange(turns).repeat(groups * group_size),
         rewards=torch.zeros(rows), valid_action=torch.ones(rows, dtype=torch.bool), task_types=["t"] * rows,
         privileged_context=[""] * rows, sampling_logp=logp, old_logp=logp,

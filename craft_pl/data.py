@@ -49,6 +49,7 @@ def rows_from_trajectories(trajectories: list[Trajectory], penalty: float) -> Ro
     return RolloutBatch(
         prompt_ids=[turn.prompt_ids for _, _, turn in rows],
         prompt_parts=[turn.prompt_parts for _, _, turn in rows],
+        history_dropped=[turn.history_dropped for _, _, turn in rows],
         response_ids=[turn.response_ids for _, _, turn in rows],
         response_mask=response_mask,
         group_ids=torch.tensor([t.group_id for t, _, _ in rows], dtype=torch.long),
@@ -256,10 +257,10 @@ class RolloutDataModule(pl.LightningDataModule):
         batch.privileged_context = [contexts[int(g)] for g in batch.group_ids]
         budget = teacher_budget(self.policy, SamplingParams(max_new_tokens=self.max_new_tokens))
         teacher_prompts, truncated = [], 0
-        for context, parts in zip(batch.privileged_context, batch.prompt_parts):
+        for context, parts, student_dropped in zip(batch.privileged_context, batch.prompt_parts,
+                                                   batch.history_dropped):
             teacher = encode_prompt_parts(self.policy, with_privileged_context(context, parts), budget)
-            student = encode_prompt_parts(self.policy, parts)
-            truncated += teacher.cut or teacher.history_dropped > student.history_dropped
+            truncated += teacher.cut or teacher.history_dropped > student_dropped
             teacher_prompts.append(teacher.ids)
         started = time.perf_counter()
         batch.teacher_logp, _, _ = self.policy.token_logprobs(teacher_prompts, batch.response_ids, "teacher",

@@ -32,7 +32,7 @@ def _rows_batch(spec, width, generator, advantages=None):
         mask[r, :length] = True
     old = -torch.rand(rows, width, generator=generator) * 3
     batch = RolloutBatch(
-        prompt_ids=[[1]] * rows, prompt_parts=[None] * rows, response_ids=[[1] * s[3] for s in spec],
+        prompt_ids=[[1]] * rows, prompt_parts=[None] * rows, history_dropped=[0] * rows, response_ids=[[1] * s[3] for s in spec],
         response_mask=mask,
         group_ids=torch.tensor([s[0] for s in spec]), trajectory_ids=torch.tensor([s[1] for s in spec]),
         turn_index=torch.tensor([s[2] for s in spec]),

@@ -68,7 +68,7 @@ def _batch(rows=2, width=3):
     mask = torch.ones(rows, width, dtype=torch.bool)
     mask[1, 2] = False
     return RolloutBatch(
-        prompt_ids=[[1]] * rows, prompt_parts=[None] * rows, privileged_context=[""] * rows, response_ids=[[1, 2, 3], [1, 2]], response_mask=mask,
+        prompt_ids=[[1]] * rows, prompt_parts=[None] * rows, history_dropped=[0] * rows, privileged_context=[""] * rows, response_ids=[[1, 2, 3], [1, 2]], response_mask=mask,
         group_ids=torch.zeros(rows, dtype=torch.long), trajectory_ids=torch.arange(rows),
         turn_index=torch.zeros(rows, dtype=torch.long), rewards=torch.tensor([10.0, 0.0]),
         valid_action=torch.ones(rows, dtype=torch.bool), task_types=["a"] * rows,

@@ -20,6 +20,8 @@ class RolloutBatch:
     prompt_ids: list[list[int]]
     prompt_parts: list[PromptParts]
     """The student prompt of each row in pieces (the teacher prompt is built from them)."""
+    history_dropped: list[int]
+    """History entries the student prompt of each row left out to fit its budget."""
     response_ids: list[list[int]]
     response_mask: torch.Tensor
     group_ids: torch.Tensor

@@ -21,7 +21,8 @@ class TurnRecord:
     response_ids: list[int]
     sampling_logp: list[float]
     valid_action: bool
-    history_cut: bool
+    history_dropped: int
+    """Oldest history entries left out of the student prompt to fit its budget."""
 
 
 @dataclass
@@ -117,7 +118,7 @@ class Collector:
             active = [i for i, t in enumerate(trajectories) if not t.done and turn < envs[i].max_turns]
             if not active:
                 break
-            prompts, cuts = [], []
+            prompts, dropped = [], []
             for i in active:
                 history = histories[i][len(histories[i]) - self.history_length :] if self.history_length else []
                 parts = envs[i].prompt(trajectories[i].task, history, observations[i], turn)
@@ -125,16 +126,17 @@ class Collector:
                     parts = with_privileged_context(trajectories[i].privileged_context, parts)
                 encoded = encode_prompt_parts(policy, parts, teacher_budget(policy, sampling) if privileged else None)
                 prompts.append((parts, encoded.ids))
-                cuts.append(encoded.history_dropped > 0 or encoded.cut)
+                dropped.append(encoded.history_dropped)
             generations = engine.generate(policy.model, policy.tokenizer, [ids for _, ids in prompts], sampling,
                                           generator)
-            for i, prompt, cut, generation in zip(active, prompts, cuts, generations):
-                self._advance(envs[i], trajectories[i], histories[i], observations, i, prompt, cut, generation, policy)
+            for i, prompt, history_dropped, generation in zip(active, prompts, dropped, generations):
+                self._advance(envs[i], trajectories[i], histories[i], observations, i, prompt, history_dropped,
+                              generation, policy)
             if progress is not None:
                 progress(len(active))
         return trajectories
 
-    def _advance(self, env, trajectory, history, observations, i, prompt, cut, generation, policy) -> None:
+    def _advance(self, env, trajectory, history, observations, i, prompt, history_dropped, generation, policy) -> None:
         parts, prompt_ids = prompt
         text = policy.decode(generation.token_ids)
         action, well_formed = env.parse_action(text) if generation.finished else (None, False)
@@ -143,10 +145,12 @@ class Collector:
         except Exception as error:  # noqa: BLE001 - an environment failure ends only its episode
             log.warning("environment step failed on %s: %r", trajectory.task.task_id, error)
             trajectory.env_error = trajectory.done = True
-            trajectory.turns.append(TurnRecord(parts, prompt_ids, generation.token_ids, generation.logprobs, False, cut))
+            trajectory.turns.append(TurnRecord(parts, prompt_ids, generation.token_ids, generation.logprobs, False,
+                                               history_dropped))
             return
         valid = bool(well_formed and result.info.get("valid_action", True))
-        trajectory.turns.append(TurnRecord(parts, prompt_ids, generation.token_ids, generation.logprobs, valid, cut))
+        trajectory.turns.append(TurnRecord(parts, prompt_ids, generation.token_ids, generation.logprobs, valid,
+                                           history_dropped))
         trajectory.episode_reward += float(result.reward)
         history.append(Turn(observations[i], action if valid else "invalid action"))
         observations[i] = result.observation
