@@ -12,9 +12,9 @@ class RolloutMetrics(pl.Callback):
         stats = getattr(trainer.datamodule, "last_rollout_stats", None)
         if stats and trainer.logger is not None:
             trainer.logger.log_metrics(stats, step=trainer.global_step)
-        if stats:
+        if stats and trainer.progress_bar_callback is not None:
             pl_module.print(
                 f"RL step {trainer.current_epoch}: success {stats['rollout/success_rate']:.3f} "
                 f"score {stats['rollout/score']:.3f} valid {stats['rollout/valid_action_ratio']:.3f} "
                 f"turns {stats['rollout/turns']:.2f} rollout {stats['timing/rollout_s']:.1f}s"
-            ) if trainer.progress_bar_callback is not None else None
+            )

@@ -207,9 +207,13 @@ class RolloutDataModule(pl.LightningDataModule):
         sampling = SamplingParams(self.temperature, self.top_p, self.max_new_tokens)
         with tqdm(total=self.reference_env.max_turns, desc=f"rollout {self.trainer.current_epoch}", unit="turn",
                   leave=False, disable=self.trainer.progress_bar_callback is None) as bar:
+
+            def advance(running: int) -> None:
+                bar.set_postfix(episodes=running)
+                bar.update()
+
             trajectories = self.collector.run(tasks, self.group_size, self.policy, self.engine, sampling,
-                                              self.generators.torch["rollout"],
-                                              progress=lambda running: bar.set_postfix(episodes=running) or bar.update())
+                                              self.generators.torch["rollout"], progress=advance)
         penalty = self.reference_env.invalid_action_penalty
         batch = rows_from_trajectories(trajectories, penalty)
         rollout_seconds = time.perf_counter() - started
