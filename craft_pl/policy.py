@@ -16,6 +16,13 @@ from typing import Iterator, Literal
 
 import torch
 
+from craft_pl.quantization import (
+    keep_training_layout,
+    nf4_loading_config,
+    quantize_linear_layers,
+    require_bitsandbytes_installed,
+    require_nf4_support,
+)
 from craft_pl.scoring import ResponseScores, pad_pairs, response_scores
 from craft_pl.seeding import derive_seed
 from craft_pl.tiny_model import tiny_qwen2, train_tokenizer
@@ -67,6 +74,10 @@ class Policy(torch.nn.Module):
         teacher: Literal["policy", "ema", "frozen"] = "policy",
         teacher_ema_decay: float = 0.99,
         privileged_demo_fraction: float = 0.5,
+        quantization: Literal["nf4"] | None = None,
+        compute_dtype: Literal["float32", "bfloat16", "float16"] | None = None,
+        double_quant: bool = True,
+        gradient_checkpointing: bool = False,
     ) -> None:
         """
         Args:
@@ -88,6 +99,11 @@ class Policy(torch.nn.Module):
             teacher_ema_decay: EMA decay of the ``ema`` teacher per optimizer step, in [0, 1).
             privileged_demo_fraction: Share of warm-start demonstrations that carry the privileged context in their
                 prompt, so the model learns to use it (0 = none).
+            quantization: ``nf4`` keeps the frozen base weights in 4-bit NF4 (bitsandbytes; QLoRA: needs
+                ``finetune: lora``); null keeps them in ``dtype``.
+            compute_dtype: Dtype the 4-bit weights are de-quantized to for each matmul (null = ``dtype``).
+            double_quant: Also quantize the NF4 block scales (QLoRA's double quantization, ~0.4 bit/param saved).
+            gradient_checkpointing: Recompute each block's activations in the backward pass (less memory, slower).
         """
         super().__init__()
         if model.startswith((".", "/", "~")) and not Path(model).expanduser().exists():
@@ -103,6 +119,13 @@ class Policy(torch.nn.Module):
             raise ValueError(f"policy.teacher_ema_decay must be in [0, 1), got {teacher_ema_decay}")
         if not 0 <= privileged_demo_fraction <= 1:
             raise ValueError(f"policy.privileged_demo_fraction must be in [0, 1], got {privileged_demo_fraction}")
+        if quantization is not None and finetune != "lora":
+            raise ValueError(
+                f"policy.quantization={quantization!r} freezes the base in 4 bits, which cannot be fine-tuned in full; "
+                "set policy.finetune: lora (QLoRA) or policy.quantization: null"
+            )
+        if quantization is not None:
+            require_bitsandbytes_installed()
         if max_prompt_tokens < 8:
             raise ValueError(f"policy.max_prompt_tokens must be >= 8, got {max_prompt_tokens}")
         self.model_name = model
@@ -122,6 +145,10 @@ class Policy(torch.nn.Module):
         self.teacher = teacher
         self.teacher_ema_decay = teacher_ema_decay
         self.privileged_demo_fraction = privileged_demo_fraction
+        self.quantization = quantization
+        self.compute_dtype_name = compute_dtype or dtype
+        self.double_quant = double_quant
+        self.gradient_checkpointing = gradient_checkpointing
         self.model: torch.nn.Module | None = None
         self.reference: torch.nn.Module | None = None
         self.tokenizer = None
@@ -137,18 +164,35 @@ class Policy(torch.nn.Module):
         """The built-in tokenizer is trained on environment text."""
         return self.model_name == BUILTIN_TINY
 
-    def build(self, corpus: list[str], demonstrations: list[tuple[str, str]] | None, seed: int) -> None:
-        """Load or create tokenizer and model, warm-start them, then attach the adapter / reference."""
+    def build(self, corpus: list[str], demonstrations: list[tuple[str, str]] | None, seed: int,
+              device: torch.device | str | None = None) -> None:
+        """Load or create tokenizer and model, warm-start them, then attach the adapter / reference.
+
+        ``device`` is where the model will run; it matters only for 4-bit weights (checked for bitsandbytes support;
+        a hub model is quantized straight onto it while loading)."""
         if self.is_built:
             return
+        device = torch.device(device or "cpu")
+        if self.quantization is not None:
+            require_nf4_support(device)
         self.tokenizer = self._load_tokenizer(corpus)
-        base = self._load_model(seed)
+        base = self._load_model(seed, device)
         if self.warm_start is not None:
             if not demonstrations:
                 raise ValueError("policy.warm_start is set but the environment produced no demonstrations")
             self._warm_start(base, demonstrations, seed)
         for parameter in base.parameters():
             parameter.requires_grad_(False)
+        if self.quantization == "nf4" and not getattr(base, "is_loaded_in_4bit", False):
+            # built in memory (tiny model) or warm-started in full precision: quantize now, layer by layer
+            quantize_linear_layers(base.to(device), DTYPES[self.compute_dtype_name], self.double_quant)
+        keep_training_layout(base)
+        if self.gradient_checkpointing:
+            enable = getattr(base, "activation_checkpointing_enable", None)  # transformers >= 5.2x
+            if enable is not None:
+                enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if self.finetune == "lora":
             from peft import LoraConfig, get_peft_model
 
@@ -184,7 +228,7 @@ class Policy(torch.nn.Module):
             tokenizer.pad_token = tokenizer.eos_token
         return tokenizer
 
-    def _load_model(self, seed: int) -> torch.nn.Module:
+    def _load_model(self, seed: int, device: torch.device) -> torch.nn.Module:
         if self.model_name == BUILTIN_TINY:
             spec = self.tiny
             model = tiny_qwen2(
@@ -202,6 +246,12 @@ class Policy(torch.nn.Module):
             return model.to(DTYPES[self.dtype_name])
         from transformers import AutoModelForCausalLM
 
+        if self.quantization == "nf4" and self.warm_start is None:  # quantized while loading, never in full
+            return AutoModelForCausalLM.from_pretrained(
+                self.model_name, dtype=DTYPES[self.dtype_name], local_files_only=self.local_files_only,
+                quantization_config=nf4_loading_config(DTYPES[self.compute_dtype_name], self.double_quant),
+                device_map={"": device},
+            )
         return AutoModelForCausalLM.from_pretrained(
             self.model_name, dtype=DTYPES[self.dtype_name], local_files_only=self.local_files_only
         )
