@@ -8,7 +8,9 @@ import lightning.pytorch as pl
 class RolloutMetrics(pl.Callback):
     """Writes ``rollout/*`` and ``timing/rollout_s`` once per RL step, at the step's first optimizer step."""
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
+        if batch_idx != 0:  # the step's rollout ran when its first mini-batch was fetched
+            return
         stats = getattr(trainer.datamodule, "last_rollout_stats", None)
         if stats and trainer.logger is not None:
             trainer.logger.log_metrics(stats, step=trainer.global_step)

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import sys
 
+import torch
+import yaml
 from lightning.pytorch.cli import LightningCLI
 
-from craft_pl.callbacks import CreditInspector, RolloutMetrics
+from craft_pl.callbacks import CreditInspector, EvaluationReport, InterruptCheckpoint, RolloutMetrics
+from craft_pl.checkpointing import config_differences
 from craft_pl.data import RolloutDataModule
 from craft_pl.module import CraftModule
 
@@ -29,6 +32,44 @@ class CraftCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(RolloutMetrics, "rollout_metrics")
         parser.add_lightning_class_args(CreditInspector, "credit_inspector")
+        parser.add_lightning_class_args(InterruptCheckpoint, "interrupt_checkpoint")
+        parser.add_lightning_class_args(EvaluationReport, "evaluation_report")
+        parser.add_argument("--allow_config_change", type=bool, default=False,
+                            help="Resume from --ckpt_path even when settings that change results differ from the "
+                                 "checkpoint's (they are listed either way).")
+
+    def _run_config(self) -> dict:
+        """This run's configuration as plain data (what checkpoints store and ``export`` rebuilds from)."""
+        parser = self._parser(self.subcommand)
+        config = yaml.safe_load(parser.dump(self.config[self.subcommand], skip_none=False))
+        for key in ("ckpt_path", "config", "allow_config_change"):
+            config.pop(key, None)
+        return config
+
+    def before_fit(self) -> None:
+        """Record the configuration; a resume whose results-changing settings differ from the checkpoint's is refused."""
+        self.model.run_config = self._run_config()
+        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        if not ckpt_path or ckpt_path in ("last", "best", "hpc", "registry"):
+            return
+        saved = torch.load(ckpt_path, map_location="cpu", weights_only=False).get("craft_config")
+        differences = config_differences(saved, self.model.run_config) if saved is not None else []
+        if not differences:
+            return
+        listing = "\n  ".join(differences)
+        if self.config[self.subcommand].get("allow_config_change"):
+            print(f"warning: resuming with settings that differ from the checkpoint's:\n  {listing}", file=sys.stderr)
+            return
+        print(f"error: {ckpt_path} was trained with different settings, and these change results:\n  {listing}\n"
+              "resume with the original configuration, or pass --allow_config_change true to accept the change",
+              file=sys.stderr)
+        raise SystemExit(2)
+
+    def before_validate(self) -> None:
+        self.model.run_config = self._run_config()
+
+    def before_test(self) -> None:
+        self.model.run_config = self._run_config()
 
     def instantiate_classes(self) -> None:
         """Build the objects; a bad value (checked in constructors, before any model loads) exits with its message."""

@@ -84,6 +84,20 @@ class EvaluationRollouts(IterableDataset):
                                    sampling, generator, privileged=self.privileged)
 
 
+class RLStep(IterableDataset):
+    """One RL step's mini-batches, rolled out when iterated; its length is known before (``ppo_epochs x
+    num_mini_batches``), so Lightning counts the step's batches without running it."""
+
+    def __init__(self, datamodule: "RolloutDataModule") -> None:
+        self.datamodule = datamodule
+
+    def __len__(self) -> int:
+        return self.datamodule.mini_batches_per_step
+
+    def __iter__(self) -> Iterator[RolloutBatch]:
+        yield from self.datamodule.rl_step()
+
+
 class RolloutDataModule(pl.LightningDataModule):
     """Generates sibling trajectories on demand, one RL step per epoch."""
 
@@ -201,6 +215,17 @@ class RolloutDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ training: one RL step
     def train_dataloader(self) -> DataLoader:
+        """The mini-batches of one RL step. The rollout runs when Lightning first iterates the loader, not when it
+        builds it: Lightning also builds loaders it never iterates (on resume, for the step the checkpoint ended),
+        and a rollout there would advance the sampling streams and break exact resume."""
+        return DataLoader(RLStep(self), batch_size=None, shuffle=False, collate_fn=_keep)
+
+    @property
+    def mini_batches_per_step(self) -> int:
+        return self.ppo_epochs * self.num_mini_batches
+
+    def rl_step(self) -> list[RolloutBatch]:
+        """Roll out B x G episodes with the current policy, score them, prepare the step, cut mini-batches."""
         module = self.trainer.lightning_module
         started = time.perf_counter()
         tasks = self._sample_tasks()
@@ -229,7 +254,7 @@ class RolloutDataModule(pl.LightningDataModule):
         stats["timing/rollout_s"] = rollout_seconds
         stats["timing/scoring_s"] = time.perf_counter() - started - rollout_seconds
         self.last_rollout_stats = stats
-        return DataLoader(self._mini_batches(batch), batch_size=None, shuffle=False, collate_fn=_keep)
+        return self._mini_batches(batch)
 
     def _sample_tasks(self) -> list[Task]:
         panel = self.panel("train")

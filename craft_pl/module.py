@@ -11,6 +11,7 @@ import time
 import lightning.pytorch as pl
 import torch
 
+from craft_pl.checkpointing import compact_state_dict, complete_state_dict, restore_rng_states, rng_states
 from craft_pl.objective import Objective
 from craft_pl.pillars.base import CreditPillar, canonical_order
 from craft_pl.pillars.controller import AsymmetricController
@@ -88,6 +89,8 @@ class CraftModule(pl.LightningModule):
         self.record_tokens = False
         """Set by ``CreditInspector``: keep per-token gate/credit of this RL step in ``token_records``."""
         self.token_records: dict[tuple[int, int], dict] = {}
+        self.run_config: dict | None = None
+        """The run's full configuration (set by the CLI), stored in checkpoints."""
 
     @property
     def needs_teacher(self) -> bool:
@@ -101,9 +104,12 @@ class CraftModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ building
     def configure_model(self) -> None:
+        self.build_policy(self.trainer.datamodule)
+
+    def build_policy(self, datamodule) -> None:
+        """Demonstrations and tokenizer corpus from the environment, then ``Policy.build`` (idempotent)."""
         if self.policy.is_built:
             return
-        datamodule = self.trainer.datamodule
         if self.needs_teacher and not datamodule.has_privileged_context:
             raise ValueError(
                 f"model.objective.distill_coef > 0 needs a teacher, but {type(datamodule.reference_env).__name__} "
@@ -118,7 +124,8 @@ class CraftModule(pl.LightningModule):
             count = self.policy.warm_start.num_demos if self.policy.warm_start else 200
             demonstrations = datamodule.demonstrations(count, self.policy.privileged_demo_fraction)
             corpus = [prompt + response for prompt, response in demonstrations]
-        self.policy.build(corpus, demonstrations if self.policy.warm_start else None, seed)
+        self.policy.build(corpus, demonstrations if self.policy.warm_start else None, seed,
+                          device=self._trainer.strategy.root_device if self._trainer is not None else None)
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.policy.trainable_parameters(), lr=self.lr, betas=self.adam_betas,
@@ -209,7 +216,13 @@ class CraftModule(pl.LightningModule):
             )
         return loss.detach()
 
-    def on_train_epoch_end(self) -> None:
+    def on_train_batch_end(self, outputs, batch: RolloutBatch, batch_idx: int) -> None:
+        if batch_idx + 1 == self.trainer.num_training_batches:
+            self._finish_rl_step()
+
+    def _finish_rl_step(self) -> None:
+        """After the step's last mini-batch (before any epoch-end callback, so that checkpoints and snapshots taken
+        there hold the pillars' updated state): pillar updates from the step's mean metrics, then their metrics."""
         stats = {key: sum(values) / len(values) for key, values in self._step_metrics.items()}
         logged = {"timing/update_s": time.perf_counter() - self._epoch_started, "rl_step": float(self.current_epoch + 1)}
         for pillar in self.active_pillars:
@@ -219,12 +232,20 @@ class CraftModule(pl.LightningModule):
             self.logger.log_metrics(logged, step=self.global_step)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Adapters only under LoRA (see ``craft_pl.checkpointing``), pillar states, global RNG states, config."""
+        checkpoint["state_dict"] = compact_state_dict(checkpoint["state_dict"], self.policy.finetune)
         checkpoint["craft_pillars"] = {p.name: p.state_dict() for p in self.pillars}
+        checkpoint["craft_rng"] = rng_states()
+        checkpoint["craft_config"] = self.run_config
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["state_dict"] = complete_state_dict(checkpoint["state_dict"], self.state_dict(),
+                                                       self.policy.finetune)
         for pillar in self.pillars:
             if pillar.name in checkpoint.get("craft_pillars", {}):
                 pillar.load_state_dict(checkpoint["craft_pillars"][pillar.name])
+        if "craft_rng" in checkpoint:
+            restore_rng_states(checkpoint["craft_rng"])
 
     # ------------------------------------------------------------------ evaluation
     def on_train_start(self) -> None:

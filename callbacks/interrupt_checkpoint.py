@@ -1,0 +1,65 @@
+"""Ctrl-C or SIGTERM during an RL step leaves a resumable checkpoint of the last completed RL step."""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger(__name__)
+
+
+class InterruptCheckpoint(Callback):
+    """Keeps the checkpoint of the last completed RL step in memory and writes it when training is interrupted.
+
+    An RL step is the unit of exact resume: a half-done step has consumed rollouts and moved the weights part of the
+    way. So on ``KeyboardInterrupt`` or SIGTERM this writes ``interrupted.ckpt`` holding the state at the end of the
+    last completed step (or nothing before the first one completes); ``fit --ckpt_path .../interrupted.ckpt`` goes on
+    from there as if never stopped. The module finishes its step (pillar updates) after the last mini-batch, before
+    this epoch-end hook. The snapshot is the serialised checkpoint (adapters only under LoRA, so it is small).
+    """
+
+    FILENAME = "interrupted.ckpt"
+
+    def __init__(self, enabled: bool = True) -> None:
+        """
+        Args:
+            enabled: Snapshot every RL step and save on interrupt (disable for very large fully fine-tuned models).
+        """
+        self.enabled = enabled
+        self._snapshot: bytes | None = None
+        self.saved_path: Path | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Lightning saves a checkpoint after validation when validation ends an epoch, which is before the epoch
+        counts as done: resuming from it would redo that RL step with new rollouts. Checkpoints whose timing is left
+        to Lightning are moved to the end of the RL step instead, so that every checkpoint resumes exactly."""
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback._save_on_train_epoch_end is None:
+                callback._save_on_train_epoch_end = True
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.enabled:
+            return
+        buffer = io.BytesIO()
+        torch.save(trainer._checkpoint_connector.dump_checkpoint(weights_only=False), buffer)
+        self._snapshot = buffer.getvalue()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if not self.enabled or not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+            return
+        if self._snapshot is None:
+            log.warning("interrupted before the first RL step completed: nothing to save")
+            return
+        if trainer.is_global_zero:
+            directory = Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints"
+            directory.mkdir(parents=True, exist_ok=True)
+            self.saved_path = directory / self.FILENAME
+            self.saved_path.write_bytes(self._snapshot)
+            print(f"interrupted: saved the last completed RL step to {self.saved_path}; resume with "
+                  f"`python -m craft_pl fit --config <same configs> --ckpt_path {self.saved_path}`", flush=True)
