@@ -1,0 +1,107 @@
+"""Retrievers: the ``Retriever`` interface, in-process BM25 (bm25s), and how results become ``<information>``.
+
+A retriever maps a batch of queries to the top-k passages of each, as ``Passage`` objects (``title`` and ``text``;
+``contents`` is ``title\\ntext`` as in Search-R1's wiki-18 corpus). ``HTTPRetriever`` (``http.py``) asks a
+Search-R1-style server instead.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import bm25s
+import numpy as np
+from bm25s.stopwords import STOPWORDS_EN
+
+from craft_pl.envs.search_qa.world import Passage
+
+_STOP = frozenset(STOPWORDS_EN)
+_WORD = re.compile(r"[a-z0-9]+")
+_CACHE_LIMIT = 100_000
+
+
+def tokenize(text: str) -> tuple[str, ...]:
+    """Search tokens: lower-cased words and numbers without English stopwords (no stemming)."""
+    return tuple(w for w in _WORD.findall(text.lower()) if w not in _STOP)
+
+
+class Retriever(ABC):
+    """Top-k passages for each of a batch of queries."""
+
+    @abstractmethod
+    def retrieve(self, queries: list[str], top_k: int) -> list[list[Passage]]:
+        """One list per query, best passage first, at most ``top_k`` long."""
+
+    def close(self) -> None:
+        """Release resources (connections)."""
+
+
+class BM25Retriever(Retriever):
+    """BM25 (bm25s, Lucene defaults) over ``title + text`` of every passage; deterministic ties (corpus order).
+
+    Rankings are cached per token sequence, so one retriever shared by all environments answers repeated queries
+    (sibling rollouts, the expert) at dictionary speed.
+    """
+
+    def __init__(self, passages: list[Passage]) -> None:
+        if not passages:
+            raise ValueError("BM25Retriever needs at least one passage")
+        self.passages = list(passages)
+        self._index = bm25s.BM25()
+        self._index.index([list(tokenize(p.contents)) for p in self.passages], show_progress=False)
+        self._cache: dict[tuple[str, ...], tuple[tuple[int, float], ...]] = {}
+
+    def ranking(self, query: str, top_k: int) -> tuple[tuple[int, float], ...]:
+        """``(passage index, score)`` of the best ``top_k`` passages with a positive score."""
+        tokens = tokenize(query)
+        key = tokens + (f"#{top_k}",)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        result: tuple[tuple[int, float], ...] = ()
+        known = [t for t in tokens if t in self._index.vocab_dict]
+        if known:
+            scores = np.asarray(self._index.get_scores(known), dtype=np.float64)
+            positive = np.flatnonzero(scores > 0)
+            order = positive[np.lexsort((positive, -scores[positive]))][:top_k]
+            result = tuple((int(i), float(scores[i])) for i in order)
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[key] = result
+        return result
+
+    def retrieve(self, queries: list[str], top_k: int) -> list[list[Passage]]:
+        return [[self.passages[i] for i, _ in self.ranking(q, top_k)] for q in queries]
+
+
+def load_corpus(path: str | Path) -> list[Passage]:
+    """Passages of a JSONL corpus in Search-R1's wiki-18 format: one ``{"id": ..., "contents": "Title\\ntext"}`` per
+    line (a quoted title, as wiki-18 writes it, is unquoted)."""
+    passages = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if "contents" not in row:
+                raise ValueError(f"{path}:{number + 1}: a corpus line needs a 'contents' field (title, newline, text)")
+            title, _, text = str(row["contents"]).partition("\n")
+            passages.append(Passage(str(row.get("id", number)), title.strip().strip('"'), text.strip()))
+    return passages
+
+
+def format_information(passages: list[Passage]) -> str:
+    """Search-R1's observation of one search: ``<information>Doc i(Title: t) text`` lines ``</information>``."""
+    docs = "".join(f"Doc {i + 1}(Title: {p.title}) {p.text}\n" for i, p in enumerate(passages))
+    return f"\n<information>{docs or 'No results.'}</information>\n"
+
+
+_DOC = re.compile(r"Doc \d+\(Title: (?P<title>[^)\n]*)\) (?P<text>[^\n]*)")
+
+
+def read_information(observation: str) -> list[tuple[str, str]]:
+    """``(title, text)`` of each document shown in an ``<information>`` block."""
+    return [(m.group("title"), m.group("text")) for m in _DOC.finditer(observation)]
