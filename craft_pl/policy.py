@@ -16,6 +16,7 @@ from typing import Iterator, Literal
 
 import torch
 
+from craft_pl.distributed import gather_for_inference, shard_for_training
 from craft_pl.quantization import (
     keep_training_layout,
     nf4_loading_config,
@@ -128,7 +129,7 @@ class Policy(torch.nn.Module):
             require_bitsandbytes_installed()
         if max_prompt_tokens < 8:
             raise ValueError(f"policy.max_prompt_tokens must be >= 8, got {max_prompt_tokens}")
-        self.model_name = model
+        self.model_name = str(Path(model).expanduser()) if model.startswith("~") else model
         self.tiny = tiny
         self.local_files_only = local_files_only
         self.finetune = finetune
@@ -381,6 +382,10 @@ class Policy(torch.nn.Module):
         width = width or longest
         chunks: list[ResponseScores] = []
         with self.use(which) as module:
+            if torch.is_grad_enabled():  # several processes: whole parameters for no-grad phases, shards to train
+                shard_for_training(module)
+            else:
+                gather_for_inference(module)
             for start in range(0, rows, size):
                 batch = pad_pairs(prompt_ids[start : start + size], response_ids[start : start + size],
                                   self.tokenizer.pad_token_id)
