@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from craft_pl.distributed import gather_for_inference
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -101,6 +103,7 @@ class HFEngine(GenerationEngine):
 
     @torch.no_grad()
     def generate(self, model, tokenizer, prompt_ids, sampling, generator) -> list[Generation]:
+        gather_for_inference(model)  # sharded model: whole parameters once, then no collective per decoding step
         results: list[Generation] = []
         for start in range(0, len(prompt_ids), self.max_batch_size):
             results.extend(self._generate_batch(model, tokenizer, prompt_ids[start : start + self.max_batch_size],
