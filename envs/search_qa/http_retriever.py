@@ -51,7 +51,9 @@ class HTTPRetriever(Retriever):
     def _post(self, payload: dict) -> dict:
         body = json.dumps(payload).encode("utf-8")
         last_error: Exception | None = None
+        attempts = 0
         for attempt in range(self.retries + 1):
+            attempts += 1
             if attempt:
                 time.sleep(self.backoff_s * 2 ** (attempt - 1))
             request = urllib.request.Request(self.url, data=body, method="POST",
@@ -66,7 +68,7 @@ class HTTPRetriever(Retriever):
             except (urllib.error.URLError, OSError, ValueError) as error:
                 last_error = error
         raise RetrievalServerError(
-            f"retrieval server at {self.url} failed after {self.retries + 1} attempt(s): {last_error!r}; "
+            f"retrieval server at {self.url} failed after {attempts} attempt(s): {last_error!r}; "
             f"{SERVER_HINT}"
         )
 
