@@ -1,0 +1,96 @@
+"""Guess the secret number: a complete multi-turn text game behind craft_pl's ``AgentEnv`` contract.
+
+Nothing here is part of craft_pl: the module lives in the user's own package and the YAML names it by
+``class_path`` (run with ``PYTHONPATH=examples``).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+from craft_pl.envs.base import AgentEnv, Expert, PromptParts, StepResult, Task, Turn
+
+ACTION = re.compile(r"\s*<think>[^<]*</think>\s*<action>\s*(\d{1,4})\s*</action>\s*(<\|im_end\|>)?\s*")
+
+
+class Bisect(Expert):
+    """Guess the middle of what the feedback still allows."""
+
+    def reset(self, instruction: str) -> None:
+        self.low, self.high = 1, int(instruction.split()[-1].rstrip("."))
+        self.guess = None
+
+    def act(self, observation: str, admissible_actions: list[str]) -> str:
+        if self.guess is not None and "too low" in observation:
+            self.low = self.guess + 1
+        elif self.guess is not None and "too high" in observation:
+            self.high = self.guess - 1
+        self.guess = (self.low + self.high) // 2
+        return str(self.guess)
+
+
+class GuessNumberEnv(AgentEnv):
+    """Find a secret number in 1..N; each guess is answered "too low", "too high" or "correct" (reward 10)."""
+
+    def __init__(self, max_number: int = 16, max_turns: int = 5, invalid_action_penalty: float = 0.1) -> None:
+        """
+        Args:
+            max_number: Largest secret; tasks of type ``small`` use half of it, ``large`` all of it.
+            max_turns: Guesses per episode (bisection needs log2(max_number) + 1).
+            invalid_action_penalty: Subtracted by the trainer per malformed response.
+        """
+        if max_number < 2 or max_turns < 1:
+            raise ValueError("GuessNumberEnv: use max_number >= 2 and max_turns >= 1")
+        self.max_number, self.max_turns, self.invalid_action_penalty = max_number, max_turns, invalid_action_penalty
+        self.secret, self.turns = 0, 0
+
+    def task_panel(self, split: str, size: int, seed: int) -> list[Task]:
+        rng = random.Random(f"guess/{split}/{seed}")
+        tasks = []
+        for i in range(size):
+            kind = rng.choice(["small", "large"])
+            top = self.max_number // 2 if kind == "small" else self.max_number
+            tasks.append(Task(f"guess/{split}/{seed}/{i}", kind, f"Find the secret number from 1 to {top}.",
+                              rng.randint(1, top)))
+        return tasks
+
+    @property
+    def task_types(self) -> list[str]:
+        return ["small", "large"]
+
+    def reset(self, task: Task) -> str:
+        self.secret, self.turns = task.payload, 0
+        return "no guess yet"
+
+    def step(self, action: str | None) -> StepResult:
+        self.turns += 1
+        out_of_turns = self.turns >= self.max_turns
+        if action is None:
+            return StepResult("invalid answer", 0.0, out_of_turns, {"valid_action": False, "won": False, "score": 0.0})
+        guess = int(action)
+        won = guess == self.secret
+        feedback = "correct" if won else f"{guess} is too {'low' if guess < self.secret else 'high'}"
+        return StepResult(feedback, 10.0 * won, won or out_of_turns,
+                          {"valid_action": True, "won": won, "score": float(won)})
+
+    @property
+    def admissible_actions(self) -> list[str]:
+        return ["a number"]
+
+    def parse_action(self, text: str) -> tuple[str | None, bool]:
+        match = ACTION.fullmatch(text) if isinstance(text, str) else None
+        return (match.group(1), True) if match else (None, False)
+
+    def prompt(self, task: Task, history: list[Turn], observation: str, step_index: int) -> PromptParts:
+        past = tuple(f"{turn.observation} | guess {turn.action}\n" for turn in history)
+        return PromptParts(f"{task.instruction}\n", past, f"{observation}\nAnswer <think>...</think><action>n</action>\n")
+
+    def format_response(self, action: str) -> str:
+        return f"<think>ok</think><action>{action}</action>"
+
+    def make_expert(self) -> Expert:
+        return Bisect()
+
+    def privileged_context(self, task: Task) -> str:
+        return "Skill: guess the middle of the numbers still possible; too low -> go higher, too high -> go lower.\n"
