@@ -76,6 +76,10 @@ class BM25Retriever(Retriever):
     def retrieve(self, queries: list[str], top_k: int) -> list[list[Passage]]:
         return [[self.passages[i] for i, _ in self.ranking(q, top_k)] for q in queries]
 
+    def clear_cache(self) -> None:
+        """Forget cached rankings (benchmarks time uncached search with it)."""
+        self._cache.clear()
+
 
 def load_corpus(path: str | Path) -> list[Passage]:
     """Passages of a JSONL corpus in Search-R1's wiki-18 format: one ``{"id": ..., "contents": "Title\\ntext"}`` per
