@@ -1,3 +1,12 @@
-from craft_pl.cli import main
+"""``python -m craft_pl fit|validate|test ...`` (LightningCLI) or ``python -m craft_pl export ...``."""
 
-main()
+import sys
+
+if len(sys.argv) > 1 and sys.argv[1] == "export":
+    from craft_pl.export import main as export_main
+
+    export_main(sys.argv[2:])
+else:
+    from craft_pl.cli import main
+
+    main()

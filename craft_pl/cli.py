@@ -5,6 +5,7 @@ Logs and checkpoints go under ``trainer.default_root_dir`` (TensorBoard is Light
 
 from __future__ import annotations
 
+import inspect
 import sys
 
 import torch
@@ -14,6 +15,7 @@ from lightning.pytorch.cli import LightningCLI
 from craft_pl.callbacks import CreditInspector, EvaluationReport, InterruptCheckpoint, RolloutMetrics
 from craft_pl.checkpointing import config_differences
 from craft_pl.data import RolloutDataModule
+from craft_pl.distributed import explain_strategy_error
 from craft_pl.module import CraftModule
 
 TRAINER_DEFAULTS = {
@@ -42,7 +44,9 @@ class CraftCLI(LightningCLI):
         """This run's configuration as plain data (what checkpoints store and ``export`` rebuilds from)."""
         parser = self._parser(self.subcommand)
         config = yaml.safe_load(parser.dump(self.config[self.subcommand], skip_none=False))
-        for key in ("ckpt_path", "config", "allow_config_change"):
+        method_arguments = set(inspect.signature(getattr(self.trainer_class, self.subcommand)).parameters)
+        method_arguments -= {"self", "model", "datamodule", "dataloaders", "train_dataloaders", "val_dataloaders"}
+        for key in [*method_arguments, "config", "allow_config_change"]:  # ckpt_path, weights_only, verbose, ...
             config.pop(key, None)
         return config
 
@@ -76,7 +80,7 @@ class CraftCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except ValueError as error:
-            print(f"error: invalid configuration: {error}", file=sys.stderr)
+            print(f"error: invalid configuration: {explain_strategy_error(error)}", file=sys.stderr)
             raise SystemExit(2) from None
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from typing import Callable, Iterator
 
 import lightning.pytorch as pl
@@ -16,6 +17,7 @@ from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch.utils.data import DataLoader, IterableDataset
 from tqdm.auto import tqdm
 
+from craft_pl.distributed import globalise_token_counts, rank_share
 from craft_pl.envs.base import AgentEnv, Task
 from craft_pl.rollout.batch import RolloutBatch
 from craft_pl.rollout.collector import (
@@ -31,6 +33,8 @@ from craft_pl.rollout.stats import episode_stats
 from craft_pl.seeding import NamedGenerators, derive_seed, run_seed
 
 log = logging.getLogger(__name__)
+# RLStep's length is exact (ppo_epochs x num_mini_batches) and it is never split across loader workers.
+warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
 
 
 def _keep(batch):
@@ -77,7 +81,7 @@ class EvaluationRollouts(IterableDataset):
     def __iter__(self) -> Iterator[list[Trajectory]]:
         dm = self.datamodule
         generator = torch.Generator().manual_seed(derive_seed(dm.seed, "evaluation"))
-        sampling = SamplingParams(dm.val_temperature, dm.top_p, dm.max_new_tokens)
+        sampling = SamplingParams(dm.evaluation_temperature, dm.top_p, dm.max_new_tokens)
         chunk = max(1, dm.val_batch_envs // self.samples_per_task)
         for start in range(0, len(self.tasks), chunk):
             yield dm.collector.run(self.tasks[start : start + chunk], self.samples_per_task, dm.policy, dm.engine,
@@ -115,7 +119,7 @@ class RolloutDataModule(pl.LightningDataModule):
         train_panel_size: PositiveInt = 4096,
         val_tasks: PositiveInt = 128,
         val_samples_per_task: PositiveInt = 1,
-        val_temperature: float = 0.4,
+        val_temperature: float | None = None,
         val_batch_envs: PositiveInt = 128,
         val_privileged: bool = True,
         panel_seed: int = 0,
@@ -136,7 +140,8 @@ class RolloutDataModule(pl.LightningDataModule):
             train_panel_size: Size of the fixed train task panel that RL samples from.
             val_tasks: Size of the fixed validation panel.
             val_samples_per_task: Episodes per validation task (averaging cuts sampling noise).
-            val_temperature: Validation sampling temperature (0 = greedy).
+            val_temperature: Evaluation sampling temperature (0 = greedy); null = the environment's protocol
+                (``AgentEnv.eval_temperature``: 0.4 for ALFWorld and WebShop, greedy for Search-QA).
             val_batch_envs: Environments evaluated together in one batched rollout.
             val_privileged: Also evaluate the policy *with* privileged context (``val/success_rate_privileged``),
                 when the environment offers it: how much better the teacher's view is.
@@ -146,7 +151,8 @@ class RolloutDataModule(pl.LightningDataModule):
         """
         super().__init__()
         SamplingParams(temperature, top_p, max_new_tokens)
-        SamplingParams(val_temperature, top_p, max_new_tokens)
+        if val_temperature is not None:
+            SamplingParams(val_temperature, top_p, max_new_tokens)
         self.env_factory = env
         self.tasks_per_step = tasks_per_step
         self.group_size = group_size
@@ -186,6 +192,13 @@ class RolloutDataModule(pl.LightningDataModule):
             size = {"train": self.train_panel_size, "val": self.val_tasks, "test": self.val_tasks}[split]
             self._panels[split] = self.reference_env.task_panel(split, size, self.panel_seed)
         return self._panels[split]
+
+    @property
+    def evaluation_temperature(self) -> float:
+        """``val_temperature`` when set, else the environment's evaluation protocol."""
+        if self.val_temperature is not None:
+            return self.val_temperature
+        return float(self.reference_env.eval_temperature)
 
     @property
     def has_privileged_context(self) -> bool:
@@ -259,7 +272,7 @@ class RolloutDataModule(pl.LightningDataModule):
     def _sample_tasks(self) -> list[Task]:
         panel = self.panel("train")
         index = torch.randperm(len(panel), generator=self.generators.torch["tasks"])[: self.tasks_per_step]
-        return [panel[i] for i in index.tolist()]
+        return rank_share([panel[i] for i in index.tolist()])  # several processes: this rank's whole groups
 
     @torch.no_grad()
     def _score(self, batch: RolloutBatch, with_reference: bool) -> None:
@@ -311,6 +324,7 @@ class RolloutDataModule(pl.LightningDataModule):
                 mini = batch.select(index)
                 mini.num_tokens = int(mini.response_mask.sum())
                 mini_batches.append(mini)
+        globalise_token_counts(mini_batches)  # several processes: token means over all ranks' tokens
         return mini_batches
 
     # ------------------------------------------------------------------ evaluation

@@ -12,6 +12,8 @@ import lightning.pytorch as pl
 import torch
 
 from craft_pl.checkpointing import compact_state_dict, complete_state_dict, restore_rng_states, rng_states
+from craft_pl.evaluation import EpisodeMetrics
+from craft_pl.distributed import rank_zero_first, shard_policy, sum_across_ranks
 from craft_pl.objective import Objective
 from craft_pl.pillars.base import CreditPillar, canonical_order
 from craft_pl.pillars.controller import AsymmetricController
@@ -20,7 +22,6 @@ from craft_pl.pillars.polar_kl import PolarisedKL
 from craft_pl.policy import Policy
 from craft_pl.rollout.batch import RolloutBatch
 from craft_pl.rollout.collector import Trajectory
-from craft_pl.rollout.stats import episode_stats
 from craft_pl.seeding import run_seed
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,9 @@ class CraftModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ building
     def configure_model(self) -> None:
-        self.build_policy(self.trainer.datamodule)
+        with rank_zero_first(self.trainer.strategy):  # rank 0 builds tokenizer / warm-start cache, others wait
+            self.build_policy(self.trainer.datamodule)
+        shard_policy(self)  # FSDP2 (ModelParallelStrategy): fully_shard per block; otherwise nothing
 
     def build_policy(self, datamodule) -> None:
         """Demonstrations and tokenizer corpus from the environment, then ``Policy.build`` (idempotent)."""
@@ -164,6 +167,7 @@ class CraftModule(pl.LightningModule):
             for key, value in metrics.items():  # token-means over the mini-batch's count: micro parts add up
                 parts[key] = parts.get(key, 0) + value
         self._nonfinite_in_a_row = 0
+        total_loss, parts = sum_across_ranks(total_loss, parts)  # partial token sums -> global token means
         grad_norm = self._clip_and_step(optimizer)
         self.policy.after_optimizer_step()
         for key, value in parts.items():
@@ -276,10 +280,15 @@ class CraftModule(pl.LightningModule):
         self._log_evaluation("test")
 
     def _evaluation_stats(self, prefix: str) -> dict[str, float]:
-        """Episode statistics of the plain panel, plus success and score with privileged context when run."""
-        stats = episode_stats(self._evaluation[0], prefix)
+        """Metrics of the plain panel (no privileged context: what every reported number is), plus success and score
+        with privileged context when that diagnostic was run."""
+        task_types = self.trainer.datamodule.reference_env.task_types
+        metrics = [EpisodeMetrics(task_types, prefix) for _ in self._evaluation]
+        for metric, trajectories in zip(metrics, self._evaluation):
+            metric.update(trajectories)
+        stats = metrics[0].compute()
         if len(self._evaluation) > 1 and self._evaluation[1]:
-            privileged = episode_stats(self._evaluation[1], prefix)
+            privileged = metrics[1].compute()
             stats[f"{prefix}/success_rate_privileged"] = privileged[f"{prefix}/success_rate"]
             stats[f"{prefix}/score_privileged"] = privileged[f"{prefix}/score"]
         return stats

@@ -82,6 +82,8 @@ class AgentEnv(ABC):
     """Episode horizon; the collector stops a trajectory after this many turns."""
     invalid_action_penalty: float = 0.1
     """Subtracted from a row's reward when that turn's action was invalid (verl-agent semantics)."""
+    eval_temperature: float = 0.4
+    """Sampling temperature of evaluation under the paper's protocol (0 = greedy; Search-QA evaluates greedily)."""
 
     @abstractmethod
     def task_panel(self, split: str, size: int, seed: int) -> list[Task]:
