@@ -125,11 +125,12 @@ def test_server_command_line_serves_a_corpus_file(tmp_path):
         process.wait(timeout=10)
 
 
-def test_smoke_fit_logs_success_per_data_source(tmp_path):
+def test_smoke_fit_with_craft_logs_success_per_data_source(tmp_path):
     clear_caches()
-    main(["fit", "--config", str(CONFIGS / "search_qa.yaml"), "--config", str(CONFIGS / "method" / "grpo.yaml"),
+    main(["fit", "--config", str(CONFIGS / "search_qa.yaml"), "--config", str(CONFIGS / "method" / "craft.yaml"),
           "--config", str(CONFIGS / "smoke.yaml"), f"--trainer.default_root_dir={tmp_path / 'run'}",
           f"--model.policy.init_args.warm_start.cache_dir={tmp_path / 'cache'}", "--data.val_tasks=8",
+          "--data.val_privileged=false",
           "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"])
     scalars = read_scalars(tmp_path / "run")
     assert len(scalars["train/loss"]) == 2 * 2
@@ -137,3 +138,4 @@ def test_smoke_fit_logs_success_per_data_source(tmp_path):
     assert any(tag.startswith("val/success_rate/") for tag in per_kind)
     kinds = {tag.rsplit("/", 1)[1] for tag in per_kind}
     assert kinds and kinds <= {"single_hop", "bridge", "comparison", "attribute"}
+    assert scalars["teacher/context_tokens"][0][1] > 0  # CRAFT's teacher reads the hint
