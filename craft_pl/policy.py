@@ -296,7 +296,9 @@ class Policy(torch.nn.Module):
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
-        """Move the ``ema`` teacher toward the policy adapter: teacher <- d * teacher + (1 - d) * policy."""
+        """Move the ``ema`` teacher toward the policy adapter: teacher <- d * teacher + (1 - d) * policy; count the
+        adapter's version (an engine with its own copy of the weights, e.g. vLLM, re-syncs when it moves)."""
+        setattr(self.model, "_craft_adapter_version", getattr(self.model, "_craft_adapter_version", 0) + 1)
         if self.teacher == "ema":
             for policy_weight, teacher_weight in self._adapter_pairs("policy", "teacher"):
                 teacher_weight.lerp_(policy_weight, 1.0 - self.teacher_ema_decay)
