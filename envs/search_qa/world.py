@@ -34,8 +34,8 @@ _KIND_SHARES = {"person": 0.4, "company": 0.2, "city": 0.2, "film": 0.2}
 
 PASSAGE_TEMPLATES = {
     "person": "{name} is {occupation_article} {occupation} born in {birthplace} in {birth_year}.",
-    "company": "{name} is {industry_article} {industry} company founded in {founding_year} by {founder}. "
-               "Its headquarters are in {headquarters}.",
+    "company": "{name} is {industry_article} {industry} company founded in {founding_year} by {founder}, based in "
+               "{headquarters}.",
     "city": "{name} is a city in {country}, founded in {founding_year}.",
     "film": "{name} is {genre_article} {genre} film directed by {director}, released in {release_year}.",
     "landmark": "{name} is a {landmark} in {city}, named after {person}.",
