@@ -90,7 +90,7 @@ def test_games_use_alfworld_layout_and_alfredtwenv_loads_and_plays_them(env, cap
     assert "Your task is to: " in observations[0] and "help" in infos["admissible_commands"][0]
     walkthrough = json.loads(Path(played).read_text())["walkthrough"]
     for command in walkthrough:
-        observations, scores, dones, infos = gym_env.step([command])
+        observations, _, dones, infos = gym_env.step([command])
     assert infos["won"][0] and dones[0]
     gym_env.close()
 
@@ -237,6 +237,7 @@ def test_smoke_fit_logs_success_per_task_type(env, cache_dir, tmp_path):
           "--config", str(CONFIGS / "smoke.yaml"), f"--trainer.default_root_dir={tmp_path / 'run'}",
           f"--model.policy.init_args.warm_start.cache_dir={tmp_path / 'cache'}",
           "--model.policy.init_args.warm_start.num_demos=12", "--trainer.max_epochs=1", "--data.val_tasks=6",
+          "--data.val_privileged=false",
           "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
           f"{init}cache_dir={cache_dir}", f"{init}train_games=12", f"{init}eval_games=6", f"{init}max_turns=6"])
     scalars = read_scalars(tmp_path / "run")

@@ -100,7 +100,12 @@ class Engine:
             raise AlfWorldEngineError(f"ALFWorld step {command!r} failed on {self.gamefile}: {error!r}") from error
 
     def close(self) -> None:
+        """End the game (the engine is unusable afterwards). fast-downward's library copy is not unloaded:
+        ``dlclose`` while textworld objects still point into it crashes the process."""
+        if self._pddl_env is None:
+            return
         try:
             self._env.close()
         except Exception:  # noqa: BLE001 - closing is best effort
             pass
+        self._env = self._pddl_env = None

@@ -21,14 +21,14 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from craft_pl.envs.alfworld.engine import Engine
+from craft_pl.envs.alfworld.engine import AlfWorldEngineError, Engine
 from craft_pl.envs.alfworld.problem import GameSpec, pddl_problem
 from craft_pl.envs.alfworld.sampling import sample_spec
 from craft_pl.envs.alfworld.scenes import SPLIT_DIRS, alfworld_package_dir, load_scene, split_scenes
 from craft_pl.envs.alfworld.tasks import NEEDS, TASK_TYPES, check_task_types
 
 log = logging.getLogger(__name__)
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 """Bump when generation changes what a (settings, split, index) produces: old caches are then not reused."""
 
 
@@ -200,10 +200,14 @@ class GameGenerator:
         if self._engine is None:
             self._engine = Engine(with_plan=True)
         engine = self._engine
-        engine.start_planning()
-        engine.load(gamefile)
-        state = engine.reset()
-        engine.stop_planning()
+        try:
+            engine.start_planning()
+            engine.load(gamefile)
+            state = engine.reset()
+            engine.stop_planning()
+        except AlfWorldEngineError as error:
+            log.warning("ALFWorld generator: the engine rejected a game (%s); it is skipped", error)
+            return "engine or planner failed"
         plan = state.walkthrough or []
         if state.won:
             return "goal already met at the start"
@@ -214,7 +218,11 @@ class GameGenerator:
         for command in plan:
             if command not in state.admissible_commands:
                 return "planner step not admissible"
-            state = engine.step(command)
+            try:
+                state = engine.step(command)
+            except AlfWorldEngineError as error:
+                log.warning("ALFWorld generator: replaying the plan failed (%s); the game is skipped", error)
+                return "engine or planner failed"
         return list(plan) if state.won else "walkthrough does not win"
 
     def close(self) -> None:

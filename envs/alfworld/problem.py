@@ -12,6 +12,12 @@ from dataclasses import dataclass
 from craft_pl.envs.alfworld.scenes import Receptacle
 
 
+DOMAIN_RECEPTACLE_TYPES = ("SinkBasin", "Microwave", "Fridge")
+DOMAIN_OBJECT_TYPES = ("Knife", "ButterKnife")
+"""Type constants that ``alfred.pddl``'s actions name: declared in every problem, or fast-downward's grounding fails
+(``KeyError 'val1'``) as soon as, say, a cleanable object meets a room without a sink."""
+
+
 @dataclass(frozen=True)
 class PlacedObject:
     object_id: str
@@ -80,8 +86,10 @@ def pddl_problem(spec: GameSpec) -> str:
 
     receptacles = {r.receptacle_id: r for r in spec.receptacles}
     locations = {r.receptacle_id: grid_location(r.pose) for r in spec.receptacles}
-    object_types = sorted({o.object_type for o in spec.objects} | {spec.target} | ({spec.lamp} - {""}))
-    receptacle_types = sorted({r.receptacle_type for r in spec.receptacles} | ({spec.goal_receptacle} - {""}))
+    object_types = sorted({o.object_type for o in spec.objects} | {spec.target} | ({spec.lamp} - {""})
+                          | set(DOMAIN_OBJECT_TYPES))
+    receptacle_types = sorted({r.receptacle_type for r in spec.receptacles} | ({spec.goal_receptacle} - {""})
+                              | set(DOMAIN_RECEPTACLE_TYPES))
     all_locations = sorted(set(locations.values()) | {spec.start})
     declarations = (
         ["agent1 - agent"]

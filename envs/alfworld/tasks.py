@@ -27,7 +27,7 @@ class TaskNeeds:
     object_property: str | None
     """``VAL_ACTION_OBJECTS`` key the target object must be in (``Cleanable``, ``Heatable``, ``Coolable``)."""
     appliance: tuple[str, ...]
-    """Receptacle types of which the room needs at least one (the sink for cleaning, ...)."""
+    """Receptacle types of which the room needs at least one (``alfred.pddl`` cleans only in a SinkBasin, ...)."""
     rooms: tuple[str, ...]
     """Room kinds (``constants.SCENE_TYPE`` keys) where ALFRED poses this task."""
     targets: int = 1
@@ -40,7 +40,7 @@ class TaskNeeds:
 NEEDS = {
     "pick_and_place_simple": TaskNeeds(None, (), ("Kitchen", "LivingRoom", "Bathroom", "Bedroom")),
     "look_at_obj_in_light": TaskNeeds(None, (), ("LivingRoom", "Bedroom"), needs_lamp=True, goal_receptacle=False),
-    "pick_clean_then_place_in_recep": TaskNeeds("Cleanable", ("SinkBasin", "BathtubBasin"), ("Kitchen", "Bathroom")),
+    "pick_clean_then_place_in_recep": TaskNeeds("Cleanable", ("SinkBasin",), ("Kitchen", "Bathroom")),
     "pick_heat_then_place_in_recep": TaskNeeds("Heatable", ("Microwave",), ("Kitchen",)),
     "pick_cool_then_place_in_recep": TaskNeeds("Coolable", ("Fridge",), ("Kitchen",)),
     "pick_two_obj_and_place": TaskNeeds(None, (), ("Kitchen", "LivingRoom", "Bathroom", "Bedroom"), targets=2),
