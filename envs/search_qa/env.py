@@ -173,16 +173,18 @@ class SearchQAEnv(AgentEnv):
         return [Task(f"search_qa/{split}/{seed}/{i:05d}", item.data_source, item.question, item)
                 for i, item in enumerate(items)]
 
-    def _file_panel(self, split: str, size: int, seed: int) -> list[QAItem]:
+    def _file_pools(self) -> dict[str, list[QAItem]]:
+        """Questions per split from ``question_files`` (loaded once per file set and shared)."""
         key = tuple(sorted(self.question_files.items()))
         if key not in _QUESTIONS:
             loaded = {name: load_questions(path) for name, path in self.question_files.items()}
-            pools = {}
-            for name in SPLITS:
-                pools[name] = loaded.get(name) or [
-                    item for items in loaded.values() for item in items if split_of(item.question, 0) == name]
-            _QUESTIONS[key] = pools
-        pool = _QUESTIONS[key][split]
+            _QUESTIONS[key] = {name: loaded.get(name) or [
+                item for items in loaded.values() for item in items if split_of(item.question, 0) == name]
+                for name in SPLITS}
+        return _QUESTIONS[key]
+
+    def _file_panel(self, split: str, size: int, seed: int) -> list[QAItem]:
+        pool = self._file_pools()[split]
         if not pool:
             raise ValueError(f"SearchQAEnv: no {split} questions in question_files; give a {split} file")
         order = list(range(len(pool)))
@@ -192,8 +194,7 @@ class SearchQAEnv(AgentEnv):
     @property
     def task_types(self) -> list[str]:
         if self.question_files:
-            pools = _QUESTIONS.get(tuple(sorted(self.question_files.items())), {})
-            return sorted({item.data_source for items in pools.values() for item in items})
+            return sorted({item.data_source for items in self._file_pools().values() for item in items})
         return list(self.data_sources)
 
     # ------------------------------------------------------------------ episode
