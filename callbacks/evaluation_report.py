@@ -24,6 +24,7 @@ class EvaluationReport(Callback):
 
     @staticmethod
     def _write(trainer: pl.Trainer, prefix: str, stage: str) -> None:
+        log_dir = trainer.log_dir  # a collective under multi-process strategies: every rank asks, rank 0 writes
         if not trainer.is_global_zero or trainer.sanity_checking:
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(prefix + "/")}
@@ -32,7 +33,7 @@ class EvaluationReport(Callback):
         if trainer.state.fn != "fit" and trainer.ckpt_path:
             path = Path(trainer.ckpt_path).with_suffix(f".{stage}.json")
         else:
-            path = Path(trainer.log_dir or trainer.default_root_dir) / "evaluation" / f"{prefix}_step{trainer.global_step}.json"
+            path = Path(log_dir or trainer.default_root_dir) / "evaluation" / f"{prefix}_step{trainer.global_step}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         report = {"stage": stage, "global_step": trainer.global_step, "rl_step": trainer.current_epoch,
                   "ckpt_path": str(trainer.ckpt_path) if trainer.ckpt_path else None, "metrics": dict(sorted(metrics.items()))}

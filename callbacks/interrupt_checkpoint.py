@@ -56,8 +56,9 @@ class InterruptCheckpoint(Callback):
         if self._snapshot is None:
             log.warning("interrupted before the first RL step completed: nothing to save")
             return
+        log_dir = trainer.log_dir  # a collective under multi-process strategies: every rank asks
         if trainer.is_global_zero:
-            directory = Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints"
+            directory = Path(log_dir or trainer.default_root_dir) / "checkpoints"
             directory.mkdir(parents=True, exist_ok=True)
             self.saved_path = directory / self.FILENAME
             self.saved_path.write_bytes(self._snapshot)

@@ -21,20 +21,30 @@ T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
 
 
 def read_validation_curve(directory: Path) -> list[tuple[int, float]]:
-    """``[(rl_step, val/success_rate)]`` of a run, over all its TensorBoard files (a resumed run writes several)."""
+    """``[(rl_step, val/success_rate)]`` of a run, over all its TensorBoard files (a resumed run writes several).
+
+    Each evaluation logs ``val/rl_step`` (RL steps completed) beside its metrics; the i-th of each belong together.
+    Runs without it are mapped through the ``rl_step`` scalar (Lightning logs epoch-end validation one optimizer step
+    before the step's last update; the evaluation at step 0 is the one before RL).
+    """
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    success: dict[int, float] = {}
-    rl_step_at: dict[int, int] = {0: 0}
+    curve: dict[int, float] = {}
     for events in sorted(Path(directory).rglob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime):
         accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
         accumulator.Reload()
         tags = accumulator.Tags()["scalars"]
-        if "rl_step" in tags:
-            rl_step_at.update({e.step: int(round(e.value)) for e in accumulator.Scalars("rl_step")})
-        if "val/success_rate" in tags:
-            success.update({e.step: e.value for e in accumulator.Scalars("val/success_rate")})
-    return [(rl_step_at.get(step, step), value) for step, value in sorted(success.items())]
+        if "val/success_rate" not in tags:
+            continue
+        success = accumulator.Scalars("val/success_rate")
+        if "val/rl_step" in tags:
+            curve.update({int(round(s.value)): v.value for s, v in zip(accumulator.Scalars("val/rl_step"), success)})
+            continue
+        logged = sorted((e.step, int(round(e.value))) for e in accumulator.Scalars("rl_step")) if "rl_step" in tags else []
+        for event in success:
+            after = [rl for step, rl in logged if step >= event.step]
+            curve[0 if event.step == 0 or not after else after[0]] = event.value
+    return sorted(curve.items())
 
 
 def mean_std_ci(values: list[float]) -> tuple[float, float, float]:

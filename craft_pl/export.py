@@ -35,6 +35,8 @@ def rebuild_module(ckpt_path: str | Path):
     config = checkpoint.get("craft_config")
     if not config:
         raise ValueError(f"{ckpt_path} holds no craft_pl run configuration; was it written by craft_pl's fit?")
+    for key in ("ckpt_path", "weights_only"):  # fit's own arguments, in checkpoints of older versions
+        config.pop(key, None)
     with tempfile.TemporaryDirectory() as tmp:
         config_path = Path(tmp) / "config.yaml"
         config_path.write_text(yaml.safe_dump(config))

@@ -237,7 +237,8 @@ class CraftModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Adapters only under LoRA (see ``craft_pl.checkpointing``), pillar states, global RNG states, config."""
-        checkpoint["state_dict"] = compact_state_dict(checkpoint["state_dict"], self.policy.finetune)
+        if "state_dict" in checkpoint:
+            checkpoint["state_dict"] = compact_state_dict(checkpoint["state_dict"], self.policy.finetune)
         checkpoint["craft_pillars"] = {p.name: p.state_dict() for p in self.pillars}
         checkpoint["craft_rng"] = rng_states()
         checkpoint["craft_config"] = self.run_config
@@ -259,7 +260,7 @@ class CraftModule(pl.LightningModule):
             stats = self._evaluation_stats("val")
             self.print("validation before RL: " + ", ".join(f"{k} {v:.3f}" for k, v in stats.items() if k.count("/") == 1))
             if self.logger is not None:
-                self.logger.log_metrics(stats, step=0)
+                self.logger.log_metrics({**stats, "val/rl_step": 0.0}, step=0)
 
     def on_validation_epoch_start(self) -> None:
         self._evaluation = [[], []]
@@ -293,7 +294,15 @@ class CraftModule(pl.LightningModule):
             stats[f"{prefix}/score_privileged"] = privileged[f"{prefix}/score"]
         return stats
 
+    @property
+    def completed_rl_steps(self) -> int:
+        """RL steps whose update is done (inside ``fit`` the evaluation at an epoch's end follows its update)."""
+        if self.trainer.state.fn == "fit":
+            return self.current_epoch + 1
+        return self.trainer.fit_loop.epoch_progress.current.processed
+
     def _log_evaluation(self, prefix: str) -> None:
         episodes = max(1, len(self._evaluation[0]))
-        for key, value in self._evaluation_stats(prefix).items():
+        stats = {**self._evaluation_stats(prefix), f"{prefix}/rl_step": float(self.completed_rl_steps)}
+        for key, value in stats.items():
             self.log(key, value, on_step=False, on_epoch=True, batch_size=episodes, add_dataloader_idx=False)

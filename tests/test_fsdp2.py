@@ -187,9 +187,6 @@ def test_lightning_fsdp_on_cpu_points_to_the_fsdp2_config(capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="callbacks/evaluation_report.py reads trainer.log_dir (a broadcast) on rank 0 only, so rank 0 "
-                         "and rank 1 enter different collectives after validation and hang; unskip once it reads "
-                         "log_dir on every rank")
 def test_fsdp2_cpu_config_fits_with_two_processes(tmp_path):
     """The user's command with configs/strategy/fsdp2_cpu.yaml: Lightning launches the second process; unequal
     WebShop episodes per rank; the run finishes and logs global losses."""

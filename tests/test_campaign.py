@@ -1,0 +1,82 @@
+"""Campaign runner: a 2-method x 2-seed grid on the toy environment gives the table, the CSV and the plot; bad
+campaigns fail before any run; a crashing run is recorded as failed and the others go on; finished runs are skipped."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from craft_pl.campaign import Campaign, run_campaign
+from craft_pl.campaign_report import mean_std_ci
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _toy_config(tmp_path) -> str:
+    config = {
+        "trainer": {"max_epochs": 2, "check_val_every_n_epoch": 1, "enable_progress_bar": False,
+                    "enable_model_summary": False},
+        "model": {"lr": 0.01, "policy": {"class_path": "craft_pl.policy.Policy", "init_args": {
+            "tiny": {"vocab_size": 300, "hidden_size": 32, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1,
+                     "intermediate_size": 64},
+            "warm_start": {"num_demos": 40, "steps": 30, "batch_size": 8, "cache_dir": str(tmp_path / "cache")}}}},
+        "data": {"env": "tests.toy_env.PickWordEnv", "tasks_per_step": 2, "group_size": 4, "val_tasks": 4,
+                 "max_new_tokens": 10, "num_mini_batches": 2},
+    }
+    path = tmp_path / "toy.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def _campaign(tmp_path, methods, **extra) -> Path:
+    spec = {"name": "smoke", "output_dir": str(tmp_path / "runs"), "results_dir": str(tmp_path / "results"),
+            "environments": {"toy": [_toy_config(tmp_path)]}, "methods": methods, "seeds": [0, 1],
+            "baseline": "sdar", **extra}
+    path = tmp_path / "campaign.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_a_small_grid_gives_the_table_and_plot_and_survives_a_crashing_method(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model:\n  lr: -1.0\n")  # parses, then fails when the run builds its objects
+    methods = {"grpo": ["configs/method/grpo.yaml"], "sdar": ["configs/method/sdar.yaml"], "broken": [str(broken)]}
+    campaign = Campaign.load(_campaign(tmp_path, methods))
+    records = run_campaign(campaign)
+    status = {(r["method"], r["seed"]): r["status"] for r in records}
+    assert status == {("grpo", 0): "ok", ("grpo", 1): "ok", ("sdar", 0): "ok", ("sdar", 1): "ok",
+                      ("broken", 0): "failed", ("broken", 1): "failed"}
+    assert all("model.lr must be > 0" in r["error"] for r in records if r["method"] == "broken")
+    out = tmp_path / "results" / "smoke"
+    assert (out / "success_vs_step.png").stat().st_size > 1000
+    table = (out / "results.md").read_text()
+    assert "| toy | grpo | 2 | 0 |" in table and "| toy | broken | 0 | 2 |" in table and "Failed runs" in table
+    rows = {row["method"]: row for row in csv.DictReader(open(out / "results.csv"))}
+    by_seed = {(r["method"], r["seed"]): r["final_success"] for r in records if r["status"] == "ok"}
+    diff = [by_seed[("grpo", s)] - by_seed[("sdar", s)] for s in (0, 1)]
+    assert float(rows["grpo"]["diff_vs_baseline"]) == pytest.approx(sum(diff) / 2)
+    grpo = next(r for r in records if r["method"] == "grpo")
+    assert [step for step, _ in grpo["curve"]] == [0, 1, 2]  # validation before RL and after each RL step
+
+    again = run_campaign(campaign, check_configs=False)  # finished runs are skipped: same records, no new runs
+    assert [r["wall_s"] for r in again if r["status"] == "ok"] == [r["wall_s"] for r in records if r["status"] == "ok"]
+
+
+def test_unknown_methods_and_configs_fail_before_any_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    with pytest.raises(ValueError, match="config file configs/method/no_such_method.yaml does not exist"):
+        Campaign.load(_campaign(tmp_path, ["grpo", "no_such_method"], baseline="grpo"))
+    with pytest.raises(ValueError, match="baseline 'sdar' is not one of the methods"):
+        Campaign.load(_campaign(tmp_path, ["grpo"]))
+    with pytest.raises(ValueError, match="unknown campaign keys"):
+        Campaign.load(_campaign(tmp_path, ["grpo", "sdar"], sedes=[1]))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_confidence_interval_uses_student_t():
+    mean, std, ci = mean_std_ci([0.50, 0.52, 0.54])
+    assert mean == pytest.approx(0.52) and std == pytest.approx(0.02)
+    assert ci == pytest.approx(4.303 * 0.02 / 3 ** 0.5)
