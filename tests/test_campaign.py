@@ -80,3 +80,16 @@ def test_confidence_interval_uses_student_t():
     mean, std, ci = mean_std_ci([0.50, 0.52, 0.54])
     assert mean == pytest.approx(0.52) and std == pytest.approx(0.02)
     assert ci == pytest.approx(4.303 * 0.02 / 3 ** 0.5)
+
+
+@pytest.mark.parametrize("name", ["ablation_webshop_cpu", "paper_gpu", "smoke"])
+def test_shipped_campaigns_load(name, monkeypatch):
+    monkeypatch.chdir(REPO)
+    campaign = Campaign.load(f"configs/campaigns/{name}.yaml")
+    assert campaign.baseline == "sdar" and campaign.runs()
+    if name == "ablation_webshop_cpu":
+        from craft_pl.campaign import check_runs_parse
+
+        check_runs_parse(campaign)
+        assert {"grpo", "sdar", "adaptive_cringe", "craft", "craft_cti_only"} == set(campaign.methods)
+        assert len(campaign.runs()) == 15
