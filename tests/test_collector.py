@@ -77,3 +77,14 @@ def test_expert_demonstrations_only_keep_won_episodes():
     demos, success = collect_demonstrations(PickWordEnv(), PickWordEnv().task_panel("train", 10, 0), 2)
     assert success == 1.0 and len(demos) == 10
     assert all(response.startswith("<think>") for _, response in demos)
+
+
+def test_an_environment_error_skips_one_expert_episode_not_the_warm_start(caplog):
+    env = PickWordEnv(fail_on="apple")
+    tasks = env.task_panel("train", 30, 0)
+    demonstrations, success = collect_demonstrations(env, tasks, history_length=2)
+    failing = sum(t.payload == "apple" for t in tasks)
+    assert 0 < failing < len(tasks)
+    assert len(demonstrations) == len(tasks) - failing  # one turn per won episode
+    assert success == (len(tasks) - failing) / len(tasks)
+    assert f"{failing} of {len(tasks)} expert episodes failed" in caplog.text

@@ -172,25 +172,39 @@ def collect_demonstrations(
     interface (the expert sees only instruction, observation and admissible actions); and the expert's success rate.
     Episodes flagged in ``privileged`` carry the privileged context in their prompts.
     """
-    demonstrations, wins = [], 0
+    demonstrations, wins, errors = [], 0, 0
     expert = env.make_expert()
     for index, task in enumerate(tasks):
         context = env.privileged_context(task) if privileged and privileged[index] else ""
-        observation = env.reset(task)
-        expert.reset(task.instruction)
-        history: list[Turn] = []
-        episode = []
-        for turn in range(env.max_turns):
-            action = expert.act(observation, list(env.admissible_actions))
-            recent = history[len(history) - history_length :] if history_length else []
-            parts = env.prompt(task, recent, observation, turn)
-            episode.append(((context + parts.render()), env.format_response(action)))
-            result = env.step(action)
-            history.append(Turn(observation, action))
-            observation = result.observation
-            if result.done:
-                if result.info.get("won", False):
-                    wins += 1
-                    demonstrations.extend(episode)
-                break
+        try:
+            episode, won = _expert_episode(env, expert, task, history_length, context)
+        except Exception as error:  # an environment or expert failure loses this episode, not the warm start
+            errors += 1
+            log.warning("expert episode on %s failed and is skipped: %s: %s", task.task_id, type(error).__name__, error)
+            continue
+        if won:
+            wins += 1
+            demonstrations.extend(episode)
+    if errors:
+        log.warning("%d of %d expert episodes failed with an environment error", errors, len(tasks))
     return demonstrations, wins / max(1, len(tasks))
+
+
+def _expert_episode(env: AgentEnv, expert, task: Task, history_length: int,
+                    context: str) -> tuple[list[tuple[str, str]], bool]:
+    """One expert episode as (prompt, response) pairs, and whether it was won."""
+    observation = env.reset(task)
+    expert.reset(task.instruction)
+    history: list[Turn] = []
+    episode = []
+    for turn in range(env.max_turns):
+        action = expert.act(observation, list(env.admissible_actions))
+        recent = history[len(history) - history_length :] if history_length else []
+        parts = env.prompt(task, recent, observation, turn)
+        episode.append(((context + parts.render()), env.format_response(action)))
+        result = env.step(action)
+        history.append(Turn(observation, action))
+        observation = result.observation
+        if result.done:
+            return episode, bool(result.info.get("won", False))
+    return episode, False
