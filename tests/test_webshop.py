@@ -487,15 +487,15 @@ def test_privileged_hint():
     task = env.task_panel("val", 1, 0)[0]
     hint = env.privileged_context(task)
     rank = task.payload.answer_rank % env.results_per_page + 1
-    assert f"results page 1 -> click[{rank}]" in hint and f"click[{task.payload.goal_options[0][1]}]" in hint
+    assert f"results page 1: open #{rank}" in hint and f"click[{task.payload.goal_options[0][1]}]" in hint
     assert hint == env.privileged_context(task)
     # searching as the expert does, then following the hint's clicks, wins
     observation = env.reset(task)
     expert = env.make_expert()
     expert.reset(task.instruction)
     env.step(expert.act(observation, env.admissible_actions))
-    for action in re.findall(r"click\[[^\]]+\]", hint):
-        result = env.step(action)
+    for action in re.findall(r"click\[[^\]]+\]|open #\S+", hint):
+        result = env.step(f"click[{action[len('open #'):]}]" if action.startswith("open #") else action)
     assert result.info["won"]
 
 
