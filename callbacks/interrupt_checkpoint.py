@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import logging
+import signal
+import threading
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -34,6 +36,39 @@ class InterruptCheckpoint(Callback):
         self.enabled = enabled
         self._snapshot: bytes | None = None
         self.saved_path: Path | None = None
+        self._stop_requested = False
+        self._previous_sigint = None
+
+    # Ctrl-C: a KeyboardInterrupt raised at an arbitrary bytecode can land in a finalizer or a loader's cleanup,
+    # where Python prints it and carries on. So the first Ctrl-C only asks to stop; the stop is raised at the next
+    # mini-batch end, where Lightning's interrupt handling (and ``on_exception`` below) runs. A second one stops now.
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._stop_requested = False
+        if self.enabled and threading.current_thread() is threading.main_thread():
+            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self._stop_requested:
+            signal.signal(signal.SIGINT, self._previous_sigint or signal.default_int_handler)
+            raise KeyboardInterrupt
+        self._stop_requested = True
+        print("\nCtrl-C: stopping after this mini-batch and saving the last completed RL step "
+              "(press Ctrl-C again to stop at once)", flush=True)
+
+    def _stop_if_requested(self) -> None:
+        if self._stop_requested:
+            raise KeyboardInterrupt
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self._stop_if_requested()
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._stop_if_requested()
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self._previous_sigint is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Lightning saves a checkpoint after validation when validation ends an epoch, which is before the epoch

@@ -75,11 +75,14 @@ def test_a_signal_during_a_step_saves_the_last_completed_step_and_resuming_it_is
             "--data.val_tasks=1", "--trainer.check_val_every_n_epoch=100000"]
     process = subprocess.Popen(args, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    while not list(root.rglob("epoch=2-*.ckpt")) and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    process.send_signal(signal_number)
-    output, _ = process.communicate(timeout=120)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(root.rglob("epoch=2-*.ckpt")) and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        process.send_signal(signal_number)
+        output, _ = process.communicate(timeout=120)
+    finally:
+        process.kill()  # never leave a 100000-step run behind when the test fails
     (interrupted,) = root.rglob("interrupted.ckpt")
     assert "resume with" in output
     saved = torch.load(interrupted, map_location="cpu", weights_only=False)
