@@ -6,12 +6,9 @@ from __future__ import annotations
 import re
 
 from craft_pl.envs.base import PromptParts, Turn
+from craft_pl.envs.response_format import action_body, format_response  # noqa: F401 (format_response: this module's API)
 
 PROMPT_STYLES = ("compact", "verl_agent")
-THINK = "ok"
-"""The think text of expert responses: as short as possible for a tiny model."""
-_TAGS = ("<think>", "</think>", "<action>", "</action>")
-_END_MARKERS = ("<|im_end|>", "<|endoftext|>")
 _COMMAND_RE = re.compile(r"[a-z0-9 ]+")
 """ALFWorld commands are lower-case words and numbers (``take apple 1 from countertop 2``)."""
 _BANNER = "-= Welcome to TextWorld, ALFRED! =-"
@@ -29,28 +26,8 @@ def parse_action(text: object) -> tuple[str | None, bool]:
     """``(command, True)`` for ``<think>...</think><action>command</action>`` (each tag once, in that order, nothing
     between or after the blocks but whitespace and a trailing end-of-text marker); ``(None, False)`` otherwise.
     Never raises. Whether the command is admissible is the environment's call."""
-    try:
-        if not isinstance(text, str):
-            return None, False
-        body = text.strip()
-        while body.endswith(_END_MARKERS):
-            body = body[: body.rindex("<|")].rstrip()
-        if any(body.count(tag) != 1 for tag in _TAGS):
-            return None, False
-        if not (body.startswith("<think>") and body.endswith("</action>")):
-            return None, False
-        think_end, action_start = body.index("</think>"), body.index("<action>")
-        if action_start < think_end or body[think_end + len("</think>") : action_start].strip():
-            return None, False
-        command = normalize_command(body[action_start + len("<action>") : -len("</action>")])
-        return (command, True) if command is not None else (None, False)
-    except Exception:  # noqa: BLE001 - the contract is "never raises"
-        return None, False
-
-
-def format_response(action: str) -> str:
-    """A well-formed response carrying ``action``, with a one-word think."""
-    return f"<think>{THINK}</think><action>{action}</action>"
+    command = normalize_command(action_body(text))
+    return (command, True) if command is not None else (None, False)
 
 
 def room_text(observation: str) -> str:

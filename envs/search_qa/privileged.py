@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 from craft_pl.envs.search_qa.question_files import SKILL_OF_SOURCE
 from craft_pl.envs.search_qa.questions import DATA_SOURCES, QAItem
+from craft_pl.envs.skills import general_and_specific
 
 SKILL_DIR = Path(__file__).resolve().parent / "skills"
 PRIVILEGED_MODES = ("skill", "hint")
 
 
-@lru_cache(maxsize=None)
-def _read(name: str) -> str:
-    return (SKILL_DIR / f"{name}.md").read_text(encoding="utf-8").strip()
-
-
 def skill_text(data_source: str) -> str:
     """General skills followed by those of the question kind (real sources map to a kind, e.g. nq -> single_hop)."""
     kind = data_source if data_source in DATA_SOURCES else SKILL_OF_SOURCE.get(data_source.lower())
-    return f"{_read('general')}\n\n{_read(kind)}\n" if kind else f"{_read('general')}\n"
+    return general_and_specific(SKILL_DIR, kind)
 
 
 def hint_text(item: QAItem) -> str:

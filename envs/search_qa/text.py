@@ -6,6 +6,7 @@ import re
 import string
 
 from craft_pl.envs.base import PromptParts, Turn
+from craft_pl.envs.response_format import THINK
 
 PROMPT_STYLES = ("compact", "search_r1")
 ADMISSIBLE = ["<search> your query </search>", "<answer> your answer </answer>"]
@@ -14,10 +15,8 @@ INVALID_OBSERVATION = (
     "If I want to give the final answer, I should put the answer between <answer> and </answer>. Let me try again.\n"
 )
 """What an invalid step shows (Search-R1's message)."""
-THINK = "ok"
-"""The think text of expert responses: as short as possible for a tiny model."""
 _END_MARKERS = ("<|im_end|>", "<|endoftext|>")
-_ACTION = re.compile(r"<(search|answer)>(.*?)</\1>", re.S)
+_ACTION = re.compile(r"<(search|answer)>(.*?)</\1>", re.DOTALL)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
+from craft_pl.envs.skills import general_and_specific
 from craft_pl.envs.webshop.catalog import Catalog
 from craft_pl.envs.webshop.goals import Goal
 from craft_pl.envs.webshop.vocab import TASK_TYPES
@@ -13,16 +13,11 @@ SKILL_DIR = Path(__file__).resolve().parent / "skills"
 PRIVILEGED_MODES = ("skill", "hint")
 
 
-@lru_cache(maxsize=None)
-def _read(name: str) -> str:
-    return (SKILL_DIR / f"{name}.md").read_text(encoding="utf-8").strip()
-
-
 def skill_text(task_type: str) -> str:
     """General skills followed by the skills of ``task_type``."""
     if task_type not in TASK_TYPES:
         raise ValueError(f"unknown WebShop task type {task_type!r}; expected one of {list(TASK_TYPES)}")
-    return f"{_read('general')}\n\n{_read(task_type)}\n"
+    return general_and_specific(SKILL_DIR, task_type)
 
 
 def hint_text(goal: Goal, catalog: Catalog, id_style: str = "short", results_per_page: int = 10) -> str:

@@ -5,16 +5,13 @@ from __future__ import annotations
 import re
 
 from craft_pl.envs.base import PromptParts, Turn
+from craft_pl.envs.response_format import action_body, format_response  # noqa: F401 (format_response: this module's API)
 from craft_pl.envs.webshop.pages import admissible, parse_page
 from craft_pl.envs.webshop.vocab import SEP
 
 PROMPT_STYLES = ("compact", "verl_agent")
 ACTION_RE = re.compile(r"(search|click)\[([^\[\]\n]+)\]")
 """An action: ``search[query]`` or ``click[target]``; the argument has no brackets or newline."""
-_TAGS = ("<think>", "</think>", "<action>", "</action>")
-_END_MARKERS = ("<|im_end|>", "<|endoftext|>")
-THINK = "ok"
-"""The think text of expert responses: as short as possible for a tiny model."""
 
 
 def normalize_action(action: object) -> str | None:
@@ -32,28 +29,8 @@ def parse_action(text: object) -> tuple[str | None, bool]:
     """``(action, True)`` for ``<think>...</think><action>verb[arg]</action>`` (surrounding whitespace and trailing
     ``<|im_end|>``/``<|endoftext|>`` allowed, each tag exactly once, nothing between the blocks); ``(None, False)``
     for anything else. Never raises."""
-    try:
-        if not isinstance(text, str):
-            return None, False
-        body = text.strip()
-        while body.endswith(_END_MARKERS):  # an end-of-text token decoded after the response
-            body = body[: body.rindex("<|")].rstrip()
-        if any(body.count(tag) != 1 for tag in _TAGS):
-            return None, False
-        if not (body.startswith("<think>") and body.endswith("</action>")):
-            return None, False
-        think_end, action_start = body.index("</think>"), body.index("<action>")
-        if action_start < think_end or body[think_end + len("</think>") : action_start].strip():
-            return None, False
-        action = normalize_action(body[action_start + len("<action>") : -len("</action>")])
-        return (action, True) if action is not None else (None, False)
-    except Exception:  # noqa: BLE001 - the contract is "never raises"
-        return None, False
-
-
-def format_response(action: str) -> str:
-    """A well-formed response carrying ``action``, with a one-word think."""
-    return f"<think>{THINK}</think><action>{action}</action>"
+    action = normalize_action(action_body(text))
+    return (action, True) if action is not None else (None, False)
 
 
 def _strip_instruction(observation: str) -> str:
