@@ -33,4 +33,5 @@ def expert_play(env: AgentEnv, tasks: list[Task]) -> dict:
         "steps": steps,
         "steps_per_s": round(steps / max(step_s, 1e-9), 1),
         "steps_per_s_with_resets": round(steps / max(step_s + reset_s, 1e-9), 1),
+        "reset_s": round(reset_s / max(1, len(tasks)), 3),
     }

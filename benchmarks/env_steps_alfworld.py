@@ -18,6 +18,7 @@ from pathlib import Path
 
 from craft_pl.envs.alfworld import AlfWorldEnv
 from craft_pl.envs.alfworld.env import clear_caches
+from benchmarks.env_steps import expert_play
 from craft_pl.envs.base import Task
 
 RESULT = Path(__file__).resolve().parent / "results" / "env_steps_alfworld.json"
@@ -33,36 +34,14 @@ def measure(games: int, receptacles: int) -> dict:
         pool = env.pool("train")
         generation_s = time.perf_counter() - start
         tasks = [Task(f"benchmark/{i}", game.task_type, game.goal, game) for i, game in enumerate(pool)]
-        expert = env.make_expert()
-        reset_s = step_s = 0.0
-        steps = wins = 0
-        for task in tasks:
-            start = time.perf_counter()
-            observation = env.reset(task)
-            reset_s += time.perf_counter() - start
-            expert.reset(task.instruction)
-            for _ in range(env.max_turns):
-                action = expert.act(observation, env.admissible_actions)
-                start = time.perf_counter()
-                result = env.step(action)
-                step_s += time.perf_counter() - start
-                steps += 1
-                observation = result.observation
-                if result.done:
-                    wins += bool(result.info["won"])
-                    break
+        played = expert_play(env, tasks)
         env.close()
     return {
         "num_receptacles": receptacles,
         "games_generated": len(pool),
         "game_slots": games,
         "generation_s_per_game": round(generation_s / games, 3),
-        "episodes": len(tasks),
-        "expert_success": round(wins / max(1, len(tasks)), 3),
-        "steps": steps,
-        "steps_per_s": round(steps / step_s, 2),
-        "reset_s": round(reset_s / max(1, len(tasks)), 3),
-        "steps_per_s_with_resets": round(steps / (step_s + reset_s), 2),
+        **played,
     }
 
 
