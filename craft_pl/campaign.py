@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from craft_pl.campaign_report import read_validation_curve, write_report
+from craft_pl.campaign_report import last_line, read_validation_curve, write_report
 
 METHOD_DIR = Path("configs/method")
 
@@ -126,7 +126,7 @@ def check_runs_parse(campaign: Campaign) -> None:
                 main(campaign.fit_arguments(run) + ["--print_config"])
         except SystemExit as exit_:
             if exit_.code not in (0, None):
-                failures.append(f"{run.name}: {output.getvalue().strip().splitlines()[-1:]}")
+                failures.append(f"{run.name}: {last_line(output.getvalue())}")
     if failures:
         raise ValueError("these runs' configurations do not parse:\n  " + "\n  ".join(failures))
 

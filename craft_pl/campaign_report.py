@@ -47,6 +47,12 @@ def read_validation_curve(directory: Path) -> list[tuple[int, float]]:
     return sorted(curve.items())
 
 
+def last_line(text: str) -> str:
+    """The last non-empty line of a log or error text (what a table shows of a failure)."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
 def mean_std_ci(values: list[float]) -> tuple[float, float, float]:
     """Mean, sample standard deviation and 95% CI half-width (nan when fewer than 2 values)."""
     n = len(values)
@@ -72,7 +78,7 @@ def summarise(records: list[dict], baseline: str | None) -> list[dict]:
                sum(r["status"] != "ok" for r in mine), "mean": mean, "std": std, "ci95": ci,
                "per_seed": " ".join(f"{s}:{v:.3f}" for s, v in sorted(finals.items())),
                "diff_vs_baseline": math.nan, "diff_ci95": math.nan, "paired_seeds": 0,
-               "errors": "; ".join(f"seed {r['seed']}: {r.get('error', '').splitlines()[-1:]}" for r in mine
+               "errors": "; ".join(f"seed {r['seed']}: {last_line(r.get('error', ''))}" for r in mine
                                    if r["status"] != "ok")}
         if baseline and method != baseline:
             base = {r["seed"]: r["final_success"] for r in records if r["environment"] == environment
@@ -116,7 +122,7 @@ def write_report(campaign: "Campaign", records: list[dict]) -> None:
     failed = [r for r in records if r["status"] != "ok"]
     if failed:
         lines += ["", "## Failed runs", ""]
-        lines += [f"- `{r['run']}` (exit {r.get('exit_code')}): `{r.get('error', '').splitlines()[-1:] }`" for r in failed]
+        lines += [f"- `{r['run']}` (exit {r.get('exit_code')}): `{last_line(r.get('error', ''))}`" for r in failed]
     commands = sorted({r["command"] for r in records})[:1]
     lines += ["", f"Runs: {len(records)}, wall {sum(r.get('wall_s', 0) for r in records) / 60:.1f} min in total. "
               f"Example run command: `{commands[0] if commands else ''}`"]
