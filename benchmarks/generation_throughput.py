@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from craft_pl.envs.webshop import WebShopEnv
-from craft_pl.policy import Policy, TinyModelSpec
+from craft_pl.model import Policy, TinyModelSpec
 from craft_pl.rollout.collector import collect_demonstrations
 from craft_pl.rollout.engine import HFEngine, SamplingParams
 

@@ -7,7 +7,7 @@ projection (craft_pl's default targets), gradient checkpointing, a token-mean lo
 craft_pl's scoring function, backward, AdamW step.
 
 The NF4 model never exists in full precision: decoder blocks are created one at a time in bf16 and quantized with
-``craft_pl.quantization.quantize_linear_layers`` before the next one is made (as ``from_pretrained`` does with a
+``craft_pl.model.quantization.quantize_linear_layers`` before the next one is made (as ``from_pretrained`` does with a
 ``BitsAndBytesConfig``); the bf16 model is built the same way without the quantization.
 
 The vocabulary is kept small (16,384) so that the parameters sit in the transformer blocks, as in the 3B-8B models
@@ -66,7 +66,7 @@ def build_model(quantize: bool, layers: int = CONFIG["num_hidden_layers"]):
     from transformers import Qwen2Config, Qwen2ForCausalLM
     from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer, Qwen2RMSNorm, Qwen2RotaryEmbedding
 
-    from craft_pl.quantization import quantize_linear_layers
+    from craft_pl.model.quantization import quantize_linear_layers
 
     config = Qwen2Config(**{**CONFIG, "num_hidden_layers": layers}, use_sliding_window=False, attention_dropout=0.0)
     config._attn_implementation = "sdpa"
@@ -98,7 +98,7 @@ def run_variant(variant: str, layers: int) -> dict:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from craft_pl.scoring import pad_pairs, response_scores
+    from craft_pl.model.logprobs import pad_pairs, response_scores
 
     rss_after_imports = peak_rss_mib()
     started = time.perf_counter()

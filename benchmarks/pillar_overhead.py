@@ -17,14 +17,14 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import rollout_step
+from benchmarks.common import rollout_step, score_rows
 from craft_pl.objective import Objective
 from craft_pl.pillars import canonical_order
 from craft_pl.pillars.controller import AsymmetricController
 from craft_pl.pillars.cti import CounterfactualTokenImportance
 from craft_pl.pillars.polar_kl import PolarisedKL
-from craft_pl.policy import Policy
-from craft_pl.rollout.batch import RolloutBatch
+from craft_pl.model import Policy
+from craft_pl.batch import RolloutBatch
 
 
 def loss_work(policy: Policy, batch: RolloutBatch, pillars: list, mini_batches: int = 4) -> float:
@@ -61,10 +61,10 @@ def synthetic_step(groups: int, group_size: int, turns: int, tokens: int) -> Rol
     mask = torch.ones(rows, tokens, dtype=torch.bool)
     logp = -torch.rand(rows, tokens, generator=generator) * 3
     return RolloutBatch(
-        prompt_ids=[[0]] * rows, prompt_parts=[None] * rows, history_dropped=[0] * rows, response_ids=[[0] * tokens] * rows, response_mask=mask,
+        prompt_ids=[[0]] * rows, response_ids=[[0] * tokens] * rows, response_mask=mask,
         group_ids=group_ids, trajectory_ids=trajectory_ids, turn_index=torch.arange(turns).repeat(groups * group_size),
-        rewards=torch.zeros(rows), valid_action=torch.ones(rows, dtype=torch.bool), task_types=["t"] * rows,
-        privileged_context=[""] * rows, sampling_logp=logp, old_logp=logp,
+        rewards=torch.zeros(rows), valid_action=torch.ones(rows, dtype=torch.bool), anchor_ids=torch.arange(rows),
+        sampling_logp=logp, old_logp=logp,
         teacher_logp=logp + torch.randn(rows, tokens, generator=generator),
         advantages=torch.randn(groups * group_size, generator=generator).repeat_interleave(turns),
     )
@@ -75,9 +75,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
-    policy, datamodule, batch, tasks = rollout_step()
-    datamodule._score(batch, with_reference=True)
-    datamodule._score_teacher(batch, tasks)
+    policy, env, batch, texts, tasks = rollout_step()
+    score_rows(policy, env, batch, texts, tasks)
 
     def craft():
         controller = AsymmetricController(target=0.2)

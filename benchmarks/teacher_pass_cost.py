@@ -16,7 +16,9 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import ENV_ARGS, rollout_step
+from benchmarks.common import ENV_ARGS, SCORING_BATCH_SIZE, rollout_step
+from craft_pl.rollout.engine import SamplingParams
+from craft_pl.rollout.experience import score_logprobs, score_teacher, with_privileged_contexts
 
 
 def main() -> None:
@@ -26,7 +28,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    policy, datamodule, batch, tasks = rollout_step(args.tasks, args.group)
+    policy, env, batch, texts, tasks = rollout_step(args.tasks, args.group)
+    texts = with_privileged_contexts(texts, tasks, env)
+    max_new_tokens = SamplingParams().max_new_tokens
 
     def timed(fn) -> float:
         runs = []
@@ -36,8 +40,8 @@ def main() -> None:
             runs.append(time.perf_counter() - started)
         return statistics.median(runs)
 
-    without_teacher = timed(lambda: datamodule._score(batch, with_reference=True))
-    teacher_only = timed(lambda: datamodule._score_teacher(batch, tasks))
+    without_teacher = timed(lambda: score_logprobs(policy, batch, True, SCORING_BATCH_SIZE))
+    teacher_only = timed(lambda: score_teacher(policy, batch, texts, max_new_tokens, SCORING_BATCH_SIZE))
     record = {
         "command": "python -m benchmarks.teacher_pass_cost",
         "rows": batch.num_rows,

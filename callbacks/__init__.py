@@ -3,6 +3,5 @@
 from craft_pl.callbacks.credit_inspector import CreditInspector
 from craft_pl.callbacks.evaluation_report import EvaluationReport
 from craft_pl.callbacks.interrupt_checkpoint import InterruptCheckpoint
-from craft_pl.callbacks.rollout_metrics import RolloutMetrics
 
-__all__ = ["CreditInspector", "EvaluationReport", "InterruptCheckpoint", "RolloutMetrics"]
+__all__ = ["CreditInspector", "EvaluationReport", "InterruptCheckpoint"]

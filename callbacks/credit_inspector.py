@@ -1,7 +1,8 @@
 """Credit inspection in TensorBoard: histograms of gate, credit and CTI, and token-credit pictures of trajectories.
 
-Every ``every_n_steps`` RL steps the module keeps the per-token factors of the step (gate, pillar credit, CTI); at
-the end of the step this callback writes
+Every ``every_n_steps`` RL steps this callback keeps the per-token factors of the step's rows (gate, pillar credit,
+CTI) that the module's ``training_step`` returns, with each row's text from the data side's side record; at the end
+of the step it writes
 
 - ``credit/gate``, ``credit/credit``, ``credit/cti`` histograms over every valid token,
 - ``credit/trajectories`` an image: for a few trajectories (drawn with this callback's own generator), each turn's
@@ -36,14 +37,33 @@ class CreditInspector(pl.Callback):
         self.num_trajectories = num_trajectories
         self.max_tokens_per_turn = max_tokens_per_turn
         self.generator: torch.Generator | None = None
+        self.records: dict[tuple[int, int], dict] = {}
+        self.recording = False
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        pl_module.token_records = {}
-        pl_module.record_tokens = bool(self.every_n_steps) and trainer.current_epoch % self.every_n_steps == 0
+        self.records: dict[tuple[int, int], dict] = {}
+        self.recording = bool(self.every_n_steps) and trainer.current_epoch % self.every_n_steps == 0
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        """Keep each row's per-token factors, keyed by (trajectory, turn)."""
+        if not self.recording or not isinstance(outputs, dict) or "credit" not in outputs:
+            return
+        texts = getattr(trainer.datamodule, "step_texts", {})
+        for row in range(batch.num_rows):
+            key = (int(batch.trajectory_ids[row]), int(batch.turn_index[row]))
+            length = len(batch.response_ids[row])
+            text = texts.get(key)
+            record = {"trajectory": key[0], "group": int(batch.group_ids[row]), "turn": key[1],
+                      "response_ids": batch.response_ids[row], "observation": text.observation if text else "",
+                      "advantage": float(batch.advantages[row]), "reward": float(batch.rewards[row])}
+            for name, factor in outputs["credit"].items():
+                record[name] = factor[row, :length].detach().cpu()
+            self.records[key] = record
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        records = pl_module.token_records
-        pl_module.record_tokens = False
+        records = self.records
+        self.recording = False
         experiment = getattr(trainer.logger, "experiment", None)
         if not records or experiment is None or not hasattr(experiment, "add_histogram"):
             return
@@ -56,7 +76,7 @@ class CreditInspector(pl.Callback):
         tokenizer = pl_module.policy.tokenizer
         experiment.add_figure("credit/trajectories", self._figure(chosen, tokenizer), step)
         experiment.add_text("credit/trajectories_text", self._markdown(chosen, tokenizer), step)
-        pl_module.token_records = {}
+        self.records = {}
 
     def _choose(self, records: dict) -> list[list[dict]]:
         if self.generator is None:

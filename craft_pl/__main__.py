@@ -3,7 +3,7 @@
 import sys
 
 if len(sys.argv) > 1 and sys.argv[1] == "export":
-    from craft_pl.export import main as export_main
+    from craft_pl.tools.export import main as export_main
 
     export_main(sys.argv[2:])
 else:

@@ -12,11 +12,11 @@ import torch
 import yaml
 from lightning.pytorch.cli import LightningCLI
 
-from craft_pl.callbacks import CreditInspector, EvaluationReport, InterruptCheckpoint, RolloutMetrics
+from craft_pl.callbacks import CreditInspector, EvaluationReport, InterruptCheckpoint
 from craft_pl.checkpointing import config_differences
-from craft_pl.data import RolloutDataModule
+from craft_pl.datamodule import RolloutDataModule
 from craft_pl.distributed import explain_strategy_error
-from craft_pl.module import CraftModule
+from craft_pl.module import CraftModule, connect
 
 TRAINER_DEFAULTS = {
     "reload_dataloaders_every_n_epochs": 1,
@@ -32,7 +32,6 @@ class CraftCLI(LightningCLI):
     """LightningCLI with craft_pl's defaults; several ``--config`` files compose left to right."""
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.add_lightning_class_args(RolloutMetrics, "rollout_metrics")
         parser.add_lightning_class_args(CreditInspector, "credit_inspector")
         parser.add_lightning_class_args(InterruptCheckpoint, "interrupt_checkpoint")
         parser.add_lightning_class_args(EvaluationReport, "evaluation_report")
@@ -82,6 +81,7 @@ class CraftCLI(LightningCLI):
         except ValueError as error:
             print(f"error: invalid configuration: {explain_strategy_error(error)}", file=sys.stderr)
             raise SystemExit(2) from None
+        connect(self.model, self.datamodule)
 
 
 def main(args: list[str] | None = None, run: bool = True) -> CraftCLI:

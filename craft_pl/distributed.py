@@ -174,12 +174,6 @@ def shard_for_training(model: torch.nn.Module) -> None:
     setattr(model, _GATHERED, False)
 
 
-def local_value(tensor: torch.Tensor) -> torch.Tensor:
-    """A plain tensor from a (possibly) ``DTensor`` result such as a gradient norm."""
-    full = getattr(tensor, "full_tensor", None)
-    return full() if full is not None else tensor
-
-
 FSDP_ON_CPU = (
     "Lightning's FSDPStrategy (FSDP1) runs on GPUs only. For several processes on CPU use FSDP2 through "
     "ModelParallelStrategy: add `--config configs/strategy/fsdp2_cpu.yaml` (configs/strategy/fsdp2_gpu.yaml on GPUs)"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-from craft_pl.rollout.collector import Trajectory
+from craft_pl.batch import Trajectory
 
 TOTALS = ("episodes", "wins", "score", "turns", "valid_turns", "env_errors")
 

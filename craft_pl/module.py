@@ -1,6 +1,8 @@
 """``CraftModule``: owns the policy and the objective; one training step = one mini-batch = one optimizer step.
 
-No environment code and no generation loop here: rollouts come from ``RolloutDataModule``.
+No environment code and no generation loop here: rollouts come from the data side, which ``connect`` hands what it
+needs (the policy, the step's preparation, which log-probs to score) and which hands back the facts the learner needs
+(task types, demonstrations, an evaluation function). Every metric is logged through ``log_metrics``.
 """
 
 from __future__ import annotations
@@ -11,25 +13,16 @@ import time
 import lightning.pytorch as pl
 import torch
 
+from craft_pl.batch import EnvironmentFacts, ExperienceNeeds, RolloutBatch, Trajectory
 from craft_pl.checkpointing import compact_state_dict, complete_state_dict, restore_rng_states, rng_states
-from craft_pl.evaluation import EpisodeMetrics
 from craft_pl.distributed import rank_zero_first, shard_policy, sum_across_ranks
+from craft_pl.evaluation import EpisodeMetrics
+from craft_pl.model import Policy
 from craft_pl.objective import Objective
-from craft_pl.pillars.base import CreditPillar, canonical_order
-from craft_pl.pillars.controller import AsymmetricController
-from craft_pl.pillars.cti import CounterfactualTokenImportance
-from craft_pl.pillars.polar_kl import PolarisedKL
-from craft_pl.policy import Policy
-from craft_pl.rollout.batch import RolloutBatch
-from craft_pl.rollout.collector import Trajectory
+from craft_pl.pillars import CreditPillar, canonical_order, craft_pillars
 from craft_pl.seeding import run_seed
 
 log = logging.getLogger(__name__)
-
-
-def craft_pillars() -> list[CreditPillar]:
-    """CRAFT's three pillars with the spec's defaults (what ``pillars: null`` means)."""
-    return [CounterfactualTokenImportance(), AsymmetricController(), PolarisedKL()]
 
 
 class CraftModule(pl.LightningModule):
@@ -87,45 +80,55 @@ class CraftModule(pl.LightningModule):
         self._evaluation: list[list[Trajectory]] = [[], []]
         self._epoch_started = 0.0
         self._step_metrics: dict[str, list[float]] = {}
-        self.record_tokens = False
-        """Set by ``CreditInspector``: keep per-token gate/credit of this RL step in ``token_records``."""
-        self.token_records: dict[tuple[int, int], dict] = {}
+        self.environment: EnvironmentFacts | None = None
+        """What the learner knows of the data side, handed over by ``connect``."""
         self.run_config: dict | None = None
         """The run's full configuration (set by the CLI), stored in checkpoints."""
 
-    @property
-    def needs_teacher(self) -> bool:
-        return self.objective.needs_teacher
+    # ------------------------------------------------------------------ hand-overs
+    def experience_needs(self) -> ExperienceNeeds:
+        """What making experience needs from this learner."""
+        return ExperienceNeeds(reference_logp=self.objective.use_kl, teacher_logp=self.objective.use_distill,
+                               prepare=self.prepare_step, report=self.report_rollout)
+
+    def connect(self, environment: EnvironmentFacts) -> None:
+        """Take what the learner needs from the data side (once, before the model is built)."""
+        self.environment = environment
 
     def prepare_step(self, batch: RolloutBatch) -> None:
         """Group-level work once per RL step: the objective's advantages, then each active pillar's preparation."""
         self.objective.prepare(batch)
+        if "gigpo_step_advantage" in batch.extras:
+            self.log_metrics({"train/step_advantage_mean": float(batch.extras["gigpo_step_advantage"].mean())},
+                             "rl_step")
         for pillar in self.active_pillars:
             pillar.prepare(batch)
 
     # ------------------------------------------------------------------ building
     def configure_model(self) -> None:
+        if self.environment is None:
+            raise RuntimeError("CraftModule is not connected to its data: call craft_pl.module.connect(module, "
+                               "datamodule) before trainer.fit/validate/test (the CLI does it)")
         with rank_zero_first(self.trainer.strategy):  # rank 0 builds tokenizer / warm-start cache, others wait
-            self.build_policy(self.trainer.datamodule)
+            self.build_policy(self.environment)
         shard_policy(self)  # FSDP2 (ModelParallelStrategy): fully_shard per block; otherwise nothing
 
-    def build_policy(self, datamodule) -> None:
+    def build_policy(self, environment: EnvironmentFacts) -> None:
         """Demonstrations and tokenizer corpus from the environment, then ``Policy.build`` (idempotent)."""
         if self.policy.is_built:
             return
-        if self.needs_teacher and not datamodule.has_privileged_context:
+        if self.objective.use_distill and not environment.has_privileged_context:
             raise ValueError(
-                f"model.objective.distill_coef > 0 needs a teacher, but {type(datamodule.reference_env).__name__} "
-                "offers no privileged context; pick an environment with skills/hints or use configs/method/grpo.yaml"
+                f"model.objective.distill_coef > 0 needs a teacher, but {environment.env_name} offers no privileged "
+                "context; pick an environment with skills/hints or use configs/method/grpo.yaml"
             )
-        if any(p.name == "cti" for p in self.active_pillars) and datamodule.group_size < 4:
-            log.warning("Pillar 1 (cti) with data.group_size=%d: with G = 2 the one sibling always gets weight 1 and "
-                        "carries no teacher signal; use data.group_size >= 4 (the paper uses 8)", datamodule.group_size)
+        for pillar in self.active_pillars:
+            pillar.check_data(environment.group_size)
         seed = run_seed()
         demonstrations, corpus = None, []
         if self.policy.warm_start is not None or self.policy.needs_corpus:
             count = self.policy.warm_start.num_demos if self.policy.warm_start else 200
-            demonstrations = datamodule.demonstrations(count, self.policy.privileged_demo_fraction)
+            demonstrations = environment.demonstrations(count, self.policy.privileged_demo_fraction)
             corpus = [prompt + response for prompt, response in demonstrations]
         self.policy.build(corpus, demonstrations if self.policy.warm_start else None, seed,
                           device=self._trainer.strategy.root_device if self._trainer is not None else None)
@@ -146,6 +149,7 @@ class CraftModule(pl.LightningModule):
         size = self.micro_batch_size or rows
         total_loss = torch.zeros(())
         parts: dict[str, torch.Tensor] = {}
+        credit: dict[str, list[torch.Tensor]] = {}
         for start in range(0, rows, size):
             micro = batch.select(torch.arange(start, min(rows, start + size)))
             micro.num_tokens = batch.num_tokens
@@ -158,8 +162,9 @@ class CraftModule(pl.LightningModule):
             for pillar in self.active_pillars:
                 terms = pillar.transform(terms, micro)
             loss, metrics = self.objective.compose(terms)
-            if self.record_tokens:
-                self._record_tokens(micro, terms)
+            for name, factor in (("gate", terms.gate), ("credit", terms.credit), ("cti", micro.extras.get("cti"))):
+                if factor is not None:
+                    credit.setdefault(name, []).append(factor.detach())
             if not torch.isfinite(loss):
                 return self._skip_nonfinite(loss, batch_idx)
             self.manual_backward(loss)
@@ -172,30 +177,9 @@ class CraftModule(pl.LightningModule):
         self.policy.after_optimizer_step()
         for key, value in parts.items():
             self._step_metrics.setdefault(key, []).append(float(value))
-        self.log("train/loss", total_loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=rows)
-        for key, value in parts.items():
-            self.log(key, value, on_step=True, on_epoch=False, batch_size=rows)
-        self.log("train/grad_norm", grad_norm, on_step=True, on_epoch=False, batch_size=rows)
-        return total_loss
-
-    @torch.no_grad()
-    def _record_tokens(self, batch: RolloutBatch, terms) -> None:
-        """Per-token factors of each row, keyed by (trajectory, turn), for inspection callbacks."""
-        for row in range(batch.num_rows):
-            length = len(batch.response_ids[row])
-            record = {
-                "trajectory": int(batch.trajectory_ids[row]), "group": int(batch.group_ids[row]),
-                "turn": int(batch.turn_index[row]), "response_ids": batch.response_ids[row],
-                "observation": batch.prompt_parts[row].current if batch.prompt_parts[row] is not None else "",
-                "advantage": float(batch.advantages[row]), "reward": float(batch.rewards[row]),
-            }
-            for name in ("gate", "credit"):
-                value = getattr(terms, name)
-                if value is not None:
-                    record[name] = value[row, :length].detach().cpu()
-            if "cti" in batch.extras:
-                record["cti"] = batch.extras["cti"][row, :length].detach().cpu()
-            self.token_records[(record["trajectory"], record["turn"])] = record
+        self.log_metrics({"train/loss": total_loss, **parts, "train/grad_norm": grad_norm}, "optimizer_step",
+                         batch_size=rows)
+        return {"loss": total_loss, "credit": {name: torch.cat(values) for name, values in credit.items()}}
 
     def _clip_and_step(self, optimizer) -> torch.Tensor:
         clip = self.grad_clip
@@ -211,7 +195,7 @@ class CraftModule(pl.LightningModule):
         self._nonfinite_in_a_row += 1
         log.warning("non-finite loss %s at epoch %d mini-batch %d: update skipped (%d in a row)", loss.item(),
                     self.current_epoch, batch_idx, self._nonfinite_in_a_row)
-        self.log("train/nonfinite_losses", float(self._nonfinite_in_a_row), on_step=True, on_epoch=False)
+        self.log_metrics({"train/nonfinite_losses": float(self._nonfinite_in_a_row)}, "optimizer_step")
         self.optimizers().zero_grad(set_to_none=True)
         if self._nonfinite_in_a_row > self.max_nonfinite_steps:
             raise FloatingPointError(
@@ -232,8 +216,33 @@ class CraftModule(pl.LightningModule):
         for pillar in self.active_pillars:
             pillar.update(stats)
             logged.update({f"pillar/{pillar.name}/{key}": value for key, value in pillar.metrics().items()})
-        if self.logger is not None:
-            self.logger.log_metrics(logged, step=self.global_step)
+        self.log_metrics(logged, "rl_step")
+
+    def report_rollout(self, stats: dict[str, float]) -> None:
+        """The step's rollout statistics and timings (handed to the data side as ``ExperienceNeeds.report``)."""
+        self.log_metrics(stats, "rl_step")
+        if stats and self.trainer.progress_bar_callback is not None:
+            self.print(
+                f"RL step {self.current_epoch}: success {stats['rollout/success_rate']:.3f} "
+                f"score {stats['rollout/score']:.3f} valid {stats['rollout/valid_action_ratio']:.3f} "
+                f"turns {stats['rollout/turns']:.2f} rollout {stats['timing/rollout_s']:.1f}s"
+            )
+
+    def log_metrics(self, metrics: dict, kind: str, batch_size: int | None = None) -> None:
+        """The one logging path. ``kind``: ``optimizer_step`` (one value per optimizer step, ``train/loss`` on the
+        progress bar), ``rl_step`` (once per RL step, at the current global step) or ``evaluation`` (an evaluation
+        epoch's values, also seen by callbacks and checkpoint monitors)."""
+        if kind == "optimizer_step":
+            for key, value in metrics.items():
+                self.log(key, value, on_step=True, on_epoch=False, prog_bar=key == "train/loss", batch_size=batch_size)
+        elif kind == "evaluation":
+            for key, value in metrics.items():
+                self.log(key, value, on_step=False, on_epoch=True, batch_size=batch_size, add_dataloader_idx=False)
+        elif kind == "rl_step":
+            if self.logger is not None and metrics:
+                self.logger.log_metrics(metrics, step=self.global_step)
+        else:
+            raise ValueError(f"log_metrics: unknown kind {kind!r}; use optimizer_step, rl_step or evaluation")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Adapters only under LoRA (see ``craft_pl.checkpointing``), pillar states, global RNG states, config."""
@@ -255,12 +264,10 @@ class CraftModule(pl.LightningModule):
     # ------------------------------------------------------------------ evaluation
     def on_train_start(self) -> None:
         if self.validate_at_start and self.global_step == 0:
-            loaders = self.trainer.datamodule.val_dataloader()
-            self._evaluation = [[t for chunk in loader for t in chunk] for loader in loaders]
+            self._evaluation = self.environment.evaluate()
             stats = self._evaluation_stats("val")
             self.print("validation before RL: " + ", ".join(f"{k} {v:.3f}" for k, v in stats.items() if k.count("/") == 1))
-            if self.logger is not None:
-                self.logger.log_metrics({**stats, "val/rl_step": 0.0}, step=0)
+            self.log_metrics({**stats, "val/rl_step": 0.0}, "rl_step")
 
     def on_validation_epoch_start(self) -> None:
         self._evaluation = [[], []]
@@ -283,7 +290,7 @@ class CraftModule(pl.LightningModule):
     def _evaluation_stats(self, prefix: str) -> dict[str, float]:
         """Metrics of the plain panel (no privileged context: what every reported number is), plus success and score
         with privileged context when that diagnostic was run."""
-        task_types = self.trainer.datamodule.reference_env.task_types
+        task_types = self.environment.task_types
         metrics = [EpisodeMetrics(task_types, prefix) for _ in self._evaluation]
         for metric, trajectories in zip(metrics, self._evaluation):
             metric.update(trajectories)
@@ -304,5 +311,11 @@ class CraftModule(pl.LightningModule):
     def _log_evaluation(self, prefix: str) -> None:
         episodes = max(1, len(self._evaluation[0]))
         stats = {**self._evaluation_stats(prefix), f"{prefix}/rl_step": float(self.completed_rl_steps)}
-        for key, value in stats.items():
-            self.log(key, value, on_step=False, on_epoch=True, batch_size=episodes, add_dataloader_idx=False)
+        self.log_metrics(stats, "evaluation", batch_size=episodes)
+
+
+def connect(module: CraftModule, datamodule) -> None:
+    """Hand each side what it needs from the other, once, before ``trainer.fit/validate/test`` (the CLI does it):
+    the data side gets the policy and what experience needs; the learner gets the environment's facts."""
+    datamodule.connect(module.policy, module.experience_needs())
+    module.connect(datamodule.environment_facts())

@@ -1,59 +1,27 @@
-"""The contract every craft_pl environment implements.
+"""The contract every craft_pl environment implements, as a template.
 
 An environment is one episode at a time (the collector holds G x B instances). Everything the agent sees goes
 through text: ``reset`` returns the first observation, ``step`` takes the *parsed* action string. Task panels are
 derived from ``(split, seed)`` only, never from worker count or file order.
+
+``AgentEnv`` owns the bookkeeping every environment shares: the turn counter, the horizon, the final outcome, the
+"call reset first" and "episode already over" cases, and the checks of the common constructor arguments. An
+environment writes only its own parts: ``start`` (begin an episode), ``transition`` (one action's effect), its
+parser, its prompt, its expert and, if it has any, its privileged context.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-
-@dataclass(frozen=True)
-class Task:
-    """One task of a panel; siblings of a GRPO group share the same ``Task``."""
-
-    task_id: str
-    """Stable identifier, unique within the environment (e.g. ``"webshop/train/00017"``)."""
-    task_type: str
-    """Bucket for per-type metrics and skill routing (e.g. ``"footwear"``)."""
-    instruction: str
-    """What the agent is asked to do, exactly as shown in its prompt."""
-    payload: Any = None
-    """Environment-private data needed to run and score the task (never shown to the agent)."""
-
-
-@dataclass(frozen=True)
-class Turn:
-    """One past (observation, action) pair of an episode, as the prompt's history shows it."""
-
-    observation: str
-    action: str
-
-
-@dataclass(frozen=True)
-class PromptParts:
-    """A prompt kept in pieces until tokenisation, so that history can be truncated first.
-
-    ``render()`` is ``preamble + "".join(history) + current``.
-    """
-
-    preamble: str
-    history: tuple[str, ...] = field(default_factory=tuple)
-    current: str = ""
-
-    def render(self, keep_history: int | None = None) -> str:
-        """The prompt text, keeping only the last ``keep_history`` history entries when given."""
-        history = self.history if keep_history is None else self.history[len(self.history) - keep_history :]
-        return self.preamble + "".join(history) + self.current
+from craft_pl.batch import PromptParts, Task, Turn  # noqa: F401 - the environment API names them from here
 
 
 @dataclass(frozen=True)
 class StepResult:
-    """What ``AgentEnv.step`` returns."""
+    """What ``AgentEnv.step`` returns (and ``AgentEnv.transition``, before the horizon is applied)."""
 
     observation: str
     reward: float
@@ -75,16 +43,89 @@ class Expert(ABC):
         """The next action string (e.g. ``"click[buy now]"``), chosen from what is visible."""
 
 
+def require(ok: bool, owner: str, name: str, value: Any, fix: str) -> None:
+    """Raise ``ValueError("<owner>: <name>=<value> is invalid; <fix>")`` unless ``ok``."""
+    if not ok:
+        raise ValueError(f"{owner}: {name}={value!r} is invalid; {fix}")
+
+
 class AgentEnv(ABC):
-    """A multi-turn text environment for LLM agents."""
+    """A multi-turn text environment for LLM agents (template: subclasses write ``start`` and ``transition``)."""
 
     max_turns: int = 15
-    """Episode horizon; the collector stops a trajectory after this many turns."""
+    """Episode horizon; ``step`` ends the episode after this many turns."""
     invalid_action_penalty: float = 0.1
     """Subtracted from a row's reward when that turn's action was invalid (verl-agent semantics)."""
     eval_temperature: float = 0.4
     """Sampling temperature of evaluation under the paper's protocol (0 = greedy; Search-QA evaluates greedily)."""
+    stop_strings: tuple[str, ...] = ("</action>",)
+    """A response ends once it ends with one of these (kept in the response)."""
+    prompt_styles: tuple[str, ...] = ()
+    """Accepted values of the ``prompt_style`` argument (empty: the environment has one style)."""
+    privileged_modes: tuple[str, ...] = ()
+    """Accepted values of the ``privileged`` argument (empty: no choice)."""
 
+    def __init__(self, max_turns: int = 15, invalid_action_penalty: float = 0.1, prompt_style: str | None = None,
+                 privileged: str | None = None) -> None:
+        """Checks and stores the arguments every environment shares; call it first from a subclass constructor."""
+        owner = type(self).__name__
+        require(isinstance(max_turns, int) and max_turns >= 1, owner, "max_turns", max_turns, "use an int >= 1")
+        require(isinstance(invalid_action_penalty, (int, float)) and invalid_action_penalty >= 0, owner,
+                "invalid_action_penalty", invalid_action_penalty, "use a number >= 0")
+        if self.prompt_styles:
+            require(prompt_style in self.prompt_styles, owner, "prompt_style", prompt_style,
+                    f"use one of {list(self.prompt_styles)}")
+        if self.privileged_modes:
+            require(privileged in self.privileged_modes, owner, "privileged", privileged,
+                    f"use one of {list(self.privileged_modes)}")
+        self.max_turns = max_turns
+        self.invalid_action_penalty = invalid_action_penalty
+        self.prompt_style = prompt_style
+        self.privileged = privileged
+        self.turns = 0
+        self.done = False
+        self.started = False
+        self.final: dict[str, Any] = {"won": False, "score": 0.0}
+
+    # ------------------------------------------------------------------ the template
+    def reset(self, task: Task) -> str:
+        """Start an episode on ``task``; returns the first observation."""
+        observation = self.start(task)
+        self.turns, self.done, self.started = 0, False, True
+        self.final = {"won": False, "score": 0.0}
+        return observation
+
+    def step(self, action: str | None) -> StepResult:
+        """Apply a parsed action (``None`` = unparseable output); the episode ends when the environment says so or
+        at ``max_turns``. After the end every call is an invalid no-op that repeats the outcome."""
+        if not self.started:
+            raise RuntimeError(f"{type(self).__name__}.step: call reset(task) first")
+        if self.done:
+            return StepResult(self.observation_after_end(), 0.0, True, {"valid_action": False, **self.final})
+        self.turns += 1
+        result = self.transition(action)
+        done = bool(result.done or self.turns >= self.max_turns)
+        info = {**result.info, "turns": self.turns}
+        if done:
+            self.done = True
+            self.final = {"won": bool(info.get("won", False)), "score": float(info.get("score", 0.0))}
+        return StepResult(result.observation, result.reward, done, info)
+
+    @abstractmethod
+    def start(self, task: Task) -> str:
+        """Begin an episode on ``task`` (the environment's own state); returns the first observation."""
+
+    @abstractmethod
+    def transition(self, action: str | None) -> StepResult:
+        """One action's effect on the environment's state: observation, reward, whether the task ended (the horizon
+        is the template's business), and ``info`` with ``valid_action`` (and ``won`` / ``score`` when it ends).
+        Invalid actions leave the state unchanged."""
+
+    def observation_after_end(self) -> str:
+        """What a step after the episode's end shows."""
+        return ""
+
+    # ------------------------------------------------------------------ the environment's own parts
     @abstractmethod
     def task_panel(self, split: str, size: int, seed: int) -> list[Task]:
         """A fixed list of ``size`` tasks of ``split`` (``train``/``val``/``test``), a function of the seed only."""
@@ -93,14 +134,6 @@ class AgentEnv(ABC):
     @abstractmethod
     def task_types(self) -> list[str]:
         """All task-type names this environment can emit, for per-type metrics."""
-
-    @abstractmethod
-    def reset(self, task: Task) -> str:
-        """Start an episode on ``task``; returns the first observation."""
-
-    @abstractmethod
-    def step(self, action: str | None) -> StepResult:
-        """Apply a parsed action (``None`` = unparseable output). Invalid actions leave the state unchanged."""
 
     @property
     @abstractmethod
@@ -122,6 +155,16 @@ class AgentEnv(ABC):
     @abstractmethod
     def make_expert(self) -> Expert:
         """A fresh expert policy for demonstrations and tests."""
+
+    def anchor(self, observation: str) -> str:
+        """The state the agent acts in, as a key: siblings whose anchors are equal at a turn stood in the same state
+        (override when observations carry noise that does not change the state)."""
+        return observation
+
+    @property
+    def has_privileged_context(self) -> bool:
+        """Whether this environment offers privileged context (it overrides ``privileged_context``)."""
+        return type(self).privileged_context is not AgentEnv.privileged_context
 
     def privileged_context(self, task: Task) -> str:
         """Text the teacher sees before the student prompt (skills or hints); the student never sees it."""

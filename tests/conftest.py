@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from craft_pl.policy import Policy, TinyModelSpec
+from craft_pl.model import Policy, TinyModelSpec
 from tests.toy_env import PickWordEnv
 
 TINY = TinyModelSpec(vocab_size=300, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from craft_pl.campaign import Campaign, run_campaign
-from craft_pl.campaign_report import mean_std_ci
+from craft_pl.tools.campaign import Campaign, run_campaign
+from craft_pl.tools.campaign_report import mean_std_ci
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -18,7 +18,7 @@ def _toy_config(tmp_path) -> str:
     config = {
         "trainer": {"max_epochs": 2, "check_val_every_n_epoch": 1, "enable_progress_bar": False,
                     "enable_model_summary": False},
-        "model": {"lr": 0.01, "policy": {"class_path": "craft_pl.policy.Policy", "init_args": {
+        "model": {"lr": 0.01, "policy": {"class_path": "craft_pl.model.Policy", "init_args": {
             "tiny": {"vocab_size": 300, "hidden_size": 32, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1,
                      "intermediate_size": 64},
             "warm_start": {"num_demos": 40, "steps": 30, "batch_size": 8, "cache_dir": str(tmp_path / "cache")}}}},
@@ -88,7 +88,7 @@ def test_shipped_campaigns_load(name, monkeypatch):
     campaign = Campaign.load(f"configs/campaigns/{name}.yaml")
     assert campaign.baseline == "sdar" and campaign.runs()
     if name == "ablation_webshop_cpu":
-        from craft_pl.campaign import check_runs_parse
+        from craft_pl.tools.campaign import check_runs_parse
 
         check_runs_parse(campaign)
         assert {"grpo", "sdar", "adaptive_cringe", "craft", "craft_cti_only"} == set(campaign.methods)

@@ -3,9 +3,11 @@
 import pytest
 import torch
 
-from craft_pl.data import rows_from_trajectories
 from craft_pl.envs.base import PromptParts
-from craft_pl.rollout.collector import Collector, collect_demonstrations, encode_prompt_parts
+from craft_pl.rollout.collector import Collector
+from craft_pl.rollout.demonstrations import collect_demonstrations
+from craft_pl.rollout.experience import rows_from_trajectories
+from craft_pl.rollout.prompts import encode_prompt_parts
 from craft_pl.rollout.engine import Generation, GenerationEngine, SamplingParams
 from tests.toy_env import PickWordEnv
 
@@ -17,7 +19,7 @@ class ScriptedEngine(GenerationEngine):
         self.texts = list(texts)
         self.calls = []
 
-    def generate(self, model, tokenizer, prompt_ids, sampling, generator):
+    def generate(self, model, tokenizer, prompt_ids, sampling, generator, stop_strings=("</action>",)):
         self.calls.append(len(prompt_ids))
         out = []
         for _ in prompt_ids:
@@ -48,7 +50,7 @@ def test_siblings_run_in_lockstep_with_one_generate_call_per_turn(tiny_policy):
     assert [len(t.turns) for t in trajectories] == [1, 2, 2, 2]
     assert [t.won for t in trajectories] == [True, False, True, task_word == "brick"]
     assert [r.valid_action for r in trajectories[1].turns] == [False, False]
-    batch = rows_from_trajectories(trajectories, penalty=0.1)
+    batch, _ = rows_from_trajectories(trajectories, penalty=0.1)
     assert batch.num_rows == 7
     assert batch.group_ids.tolist() == [0] * 7
     assert batch.turn_index.tolist() == [0, 0, 1, 0, 1, 0, 1]

@@ -24,7 +24,7 @@ def _print_config(capsys, *configs, extra=()):
 def test_environment_configs_parse(config, capsys):
     resolved = _print_config(capsys, config)
     assert resolved["data"]["env"]["class_path"]
-    assert resolved["model"]["policy"]["class_path"] == "craft_pl.policy.Policy"
+    assert resolved["model"]["policy"]["class_path"] == "craft_pl.model.Policy"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda p: p.name)
@@ -57,9 +57,9 @@ def test_environment_configs_hold_no_method_keys():
     ],
 )
 def test_bad_config_fails_before_any_model_loads(override, message, capsys, monkeypatch):
-    import craft_pl.policy
+    import craft_pl.model
 
-    monkeypatch.setattr(craft_pl.policy.Policy, "build", lambda *a, **k: pytest.fail("a model was built"))
+    monkeypatch.setattr(craft_pl.model.Policy, "build", lambda *a, **k: pytest.fail("a model was built"))
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", str(CONFIGS / "webshop.yaml"), override])
     assert exit_info.value.code == 2

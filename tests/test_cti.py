@@ -17,7 +17,7 @@ from craft_pl.pillars.cti import (
     rows_to_groups,
     trajectory_advantages,
 )
-from craft_pl.rollout.batch import RolloutBatch
+from craft_pl.batch import RolloutBatch
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -32,12 +32,11 @@ def _rows_batch(spec, width, generator, advantages=None):
         mask[r, :length] = True
     old = -torch.rand(rows, width, generator=generator) * 3
     batch = RolloutBatch(
-        prompt_ids=[[1]] * rows, prompt_parts=[None] * rows, history_dropped=[0] * rows, response_ids=[[1] * s[3] for s in spec],
+        prompt_ids=[[1]] * rows, response_ids=[[1] * s[3] for s in spec],
         response_mask=mask,
         group_ids=torch.tensor([s[0] for s in spec]), trajectory_ids=torch.tensor([s[1] for s in spec]),
         turn_index=torch.tensor([s[2] for s in spec]),
-        rewards=torch.zeros(rows), valid_action=torch.ones(rows, dtype=torch.bool), task_types=["t"] * rows,
-        privileged_context=[""] * rows,
+        rewards=torch.zeros(rows), valid_action=torch.ones(rows, dtype=torch.bool), anchor_ids=torch.arange(rows),
         sampling_logp=old - torch.rand(rows, width, generator=generator),
         old_logp=old,
         teacher_logp=old + torch.randn(rows, width, generator=generator),

@@ -3,7 +3,7 @@
 import torch
 
 from craft_pl.rollout.engine import HFEngine, SamplingParams, sample_next
-from craft_pl.scoring import pad_pairs, response_logprobs
+from craft_pl.model.logprobs import pad_pairs, response_logprobs
 
 
 def _prompts(policy):

@@ -8,7 +8,7 @@ import torch
 
 from craft_pl.cli import main
 from craft_pl.evaluation import EpisodeMetrics
-from craft_pl.rollout.collector import Trajectory
+from craft_pl.batch import Trajectory
 from craft_pl.rollout.engine import Generation, GenerationEngine
 from tests.test_training_toy import TOY_ARGS
 from tests.toy_env import PickWordEnv, WORDS
@@ -20,7 +20,7 @@ class HintReadingEngine(GenerationEngine):
 
     prompts: list[str] = []
 
-    def generate(self, model, tokenizer, prompt_ids, sampling, generator):
+    def generate(self, model, tokenizer, prompt_ids, sampling, generator, stop_strings=("</action>",)):
         generations = []
         for ids in prompt_ids:
             text = tokenizer.decode(ids)

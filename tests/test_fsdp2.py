@@ -13,8 +13,8 @@ import torch
 
 from craft_pl.distributed import explain_strategy_error, rank_share
 from craft_pl.objective import Objective
-from craft_pl.policy import Policy
-from craft_pl.rollout.batch import RolloutBatch
+from craft_pl.model import Policy
+from craft_pl.batch import RolloutBatch
 from tests.conftest import TINY, toy_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,12 +52,11 @@ def _batch(groups, policy: Policy) -> RolloutBatch:
     for i, (_, r) in enumerate(rows):
         mask[i, : len(r[1])] = True
     batch = RolloutBatch(
-        prompt_ids=[r[0] for _, r in rows], prompt_parts=[None] * len(rows), history_dropped=[0] * len(rows),
-        response_ids=[r[1] for _, r in rows], response_mask=mask,
+        prompt_ids=[r[0] for _, r in rows], response_ids=[r[1] for _, r in rows], response_mask=mask,
         group_ids=torch.tensor([gid for gid, _ in rows]), trajectory_ids=torch.tensor([gid * 10 + r[3] for gid, r in rows]),
         turn_index=torch.zeros(len(rows), dtype=torch.long), rewards=torch.tensor([r[2] for _, r in rows]),
-        valid_action=torch.ones(len(rows), dtype=torch.bool), task_types=["t"] * len(rows),
-        privileged_context=[""] * len(rows), sampling_logp=torch.zeros(len(rows), width),
+        valid_action=torch.ones(len(rows), dtype=torch.bool), anchor_ids=torch.arange(len(rows)),
+        sampling_logp=torch.zeros(len(rows), width),
     )
     return batch
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from craft_pl.objective import Objective, dual_clip_pg_loss, grpo_advantages, k3_kl, token_mean
-from craft_pl.rollout.batch import RolloutBatch
+from craft_pl.batch import RolloutBatch
 
 
 def test_grpo_advantage_matches_hand_computation():
@@ -68,10 +68,10 @@ def _batch(rows=2, width=3):
     mask = torch.ones(rows, width, dtype=torch.bool)
     mask[1, 2] = False
     return RolloutBatch(
-        prompt_ids=[[1]] * rows, prompt_parts=[None] * rows, history_dropped=[0] * rows, privileged_context=[""] * rows, response_ids=[[1, 2, 3], [1, 2]], response_mask=mask,
+        prompt_ids=[[1]] * rows, response_ids=[[1, 2, 3], [1, 2]], response_mask=mask,
         group_ids=torch.zeros(rows, dtype=torch.long), trajectory_ids=torch.arange(rows),
         turn_index=torch.zeros(rows, dtype=torch.long), rewards=torch.tensor([10.0, 0.0]),
-        valid_action=torch.ones(rows, dtype=torch.bool), task_types=["a"] * rows,
+        valid_action=torch.ones(rows, dtype=torch.bool), anchor_ids=torch.arange(rows),
         sampling_logp=torch.zeros(rows, width), old_logp=torch.full((rows, width), -1.0),
         ref_logp=torch.full((rows, width), -1.2),
     )

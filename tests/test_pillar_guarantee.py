@@ -7,7 +7,8 @@ import itertools
 import pytest
 import torch
 
-from craft_pl.data import RolloutDataModule, rows_from_trajectories
+from craft_pl.rollout.collector import Collector
+from craft_pl.rollout.experience import rows_from_trajectories, score_logprobs, score_teacher, with_privileged_contexts
 from craft_pl.objective import Objective
 from craft_pl.pillars import canonical_order
 from craft_pl.pillars.controller import AsymmetricController
@@ -32,15 +33,10 @@ def make(name, enabled=True):
     return PolarisedKL(enabled=enabled)
 
 
-class _Trainer:
-    def __init__(self, policy):
-        self.lightning_module = type("M", (), {"policy": policy})()
-
-
 @pytest.fixture(scope="module")
 def scored(request):
     from tests.conftest import TINY, toy_corpus
-    from craft_pl.policy import Policy
+    from craft_pl.model import Policy
 
     torch.use_deterministic_algorithms(True)
     policy = Policy(tiny=TINY)
@@ -50,16 +46,15 @@ def scored(request):
         for parameter in policy.trainable_parameters():
             parameter.add_(0.3 * torch.randn(parameter.shape, generator=generator))
     env = PickWordEnv(max_turns=2)
-    datamodule = RolloutDataModule(env=lambda: PickWordEnv(max_turns=2), group_size=4)
-    datamodule.trainer = _Trainer(policy)
+    collector = Collector(lambda: PickWordEnv(max_turns=2), history_length=2)
     tasks = env.task_panel("train", 3, 0)
-    trajectories = datamodule.collector.run(tasks, 4, policy, HFEngine(), SamplingParams(1.0, 1.0, 10),
+    trajectories = collector.run(tasks, 4, policy, HFEngine(), SamplingParams(1.0, 1.0, 10),
                                             torch.Generator().manual_seed(0))
     for trajectory, reward in zip(trajectories, itertools.cycle([10.0, 0.0, 0.0, 10.0, 0.0])):
         trajectory.episode_reward = reward  # a mix of outcomes in every group
-    batch = rows_from_trajectories(trajectories, 0.1)
-    datamodule._score(batch, with_reference=True)
-    datamodule._score_teacher(batch, tasks)
+    batch, texts = rows_from_trajectories(trajectories, 0.1)
+    score_logprobs(policy, batch, True, 64)
+    score_teacher(policy, batch, with_privileged_contexts(texts, tasks, env), 24, 64)
     batch.num_tokens = int(batch.response_mask.sum())
     return policy, batch
 

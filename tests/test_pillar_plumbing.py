@@ -8,12 +8,12 @@ import torch
 from craft_pl.module import CraftModule
 from craft_pl.objective import Objective
 from craft_pl.pillars import STAGE_COEFFICIENTS, STAGE_CREDIT, STAGE_PENALTIES, CreditPillar, canonical_order
-from craft_pl.policy import Policy
+from craft_pl.model import Policy
 from tests.test_sdar import _sdar_terms
 
 
 class HalfCredit(CreditPillar):
-    stage, name, needs_teacher = STAGE_CREDIT, "half_credit", True
+    stage, name, requires_distillation = STAGE_CREDIT, "half_credit", True
 
     def transform(self, terms, batch):
         terms.credit = terms.gate * 0.5 - 0.25  # signed: can push tokens down

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from craft_pl.policy import Policy
-from craft_pl.warm_start import WarmStart
+from craft_pl.model import Policy
+from craft_pl.model.warm_start import WarmStart
 from tests.conftest import TINY, toy_corpus
 
 

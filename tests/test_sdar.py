@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from craft_pl.data import RolloutDataModule, rows_from_trajectories
+from craft_pl.rollout.experience import rows_from_trajectories, score_teacher, with_privileged_contexts
 from craft_pl.objective import Objective, distillation_loss, sdar_gate
-from craft_pl.policy import Policy
+from craft_pl.model import Policy
 from tests.conftest import TINY, toy_corpus
 from tests.test_objective import _batch
 
@@ -87,11 +87,6 @@ def test_bad_teacher_settings_fail(kwargs):
         Policy(**kwargs)
 
 
-class _Trainer:
-    def __init__(self, policy):
-        self.lightning_module = type("M", (), {"policy": policy})()
-
-
 def test_teacher_prompt_is_privileged_text_then_student_prompt_with_the_same_response_ids(tiny_policy):
     from tests.test_collector import _run
     from tests.toy_env import PickWordEnv
@@ -99,9 +94,7 @@ def test_teacher_prompt_is_privileged_text_then_student_prompt_with_the_same_res
     task = PickWordEnv().task_panel("train", 1, 0)[0]
     trajectories, _ = _run(tiny_policy, {"max_turns": 1}, [f"<think>ok</think><action>{task.payload}</action>"] * 2,
                            group=2)
-    batch = rows_from_trajectories(trajectories, 0.1)
-    datamodule = RolloutDataModule(env=PickWordEnv)
-    datamodule.trainer = _Trainer(tiny_policy)
+    batch, texts = rows_from_trajectories(trajectories, 0.1)
     captured = {}
     original = tiny_policy.token_logprobs
 
@@ -110,7 +103,7 @@ def test_teacher_prompt_is_privileged_text_then_student_prompt_with_the_same_res
         return original(prompts, responses, which, **kwargs)
 
     tiny_policy.token_logprobs = spy
-    stats = datamodule._score_teacher(batch, [task])
+    stats = score_teacher(tiny_policy, batch, with_privileged_contexts(texts, [task], PickWordEnv()), 24, 64)
     hint = PickWordEnv().privileged_context(task)
     for teacher_ids, student_ids, response in zip(captured["prompts"], batch.prompt_ids, captured["responses"]):
         assert teacher_ids[-len(student_ids):] == student_ids

@@ -14,7 +14,7 @@ TOY_ARGS = [
     "--data.env=tests.toy_env.PickWordEnv",
     "--data.tasks_per_step=2", "--data.group_size=4", "--data.val_tasks=4", "--data.max_new_tokens=10",
     "--data.num_mini_batches=2",
-    "--model.policy=craft_pl.policy.Policy",
+    "--model.policy=craft_pl.model.Policy",
     "--model.policy.tiny.vocab_size=300", "--model.policy.tiny.hidden_size=32", "--model.policy.tiny.num_layers=1",
     "--model.policy.tiny.num_heads=2", "--model.policy.tiny.num_kv_heads=1", "--model.policy.tiny.intermediate_size=64",
     "--model.policy.warm_start.num_demos=40", "--model.policy.warm_start.steps=30",

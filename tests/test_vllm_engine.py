@@ -13,9 +13,9 @@ HAS_VLLM_GPU = torch.cuda.is_available() and __import__("importlib").util.find_s
 
 @pytest.mark.skipif(HAS_VLLM_GPU, reason="vLLM and a GPU are present: nothing to refuse")
 def test_vllm_without_the_extra_or_a_gpu_fails_at_parse_time_with_the_fix(capsys, monkeypatch):
-    import craft_pl.policy
+    import craft_pl.model
 
-    monkeypatch.setattr(craft_pl.policy.Policy, "build", lambda *a, **k: pytest.fail("a model was built"))
+    monkeypatch.setattr(craft_pl.model.Policy, "build", lambda *a, **k: pytest.fail("a model was built"))
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", str(CONFIGS / "webshop.yaml"),
               "--data.engine=craft_pl.rollout.vllm_engine.VLLMEngine"])
@@ -30,10 +30,10 @@ def test_vllm_without_the_extra_or_a_gpu_fails_at_parse_time_with_the_fix(capsys
 def test_vllm_round_trip_with_verified_adapter_sync(tmp_path):  # pragma: no cover - GPU only, untested here
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from craft_pl.policy import Policy
+    from craft_pl.model import Policy
     from craft_pl.rollout.engine import SamplingParams
     from craft_pl.rollout.vllm_engine import StaleEngineError, VLLMEngine
-    from craft_pl.tiny_model import train_tokenizer
+    from craft_pl.model.tiny import train_tokenizer
     from tests.conftest import toy_corpus
 
     tokenizer = train_tokenizer(toy_corpus(), 300)

@@ -29,8 +29,7 @@ class PickWordEnv(AgentEnv):
             invalid_action_penalty: Penalty per invalid action.
             fail_on: Raise inside ``step`` when this word is chosen (to test error handling).
         """
-        self.max_turns = max_turns
-        self.invalid_action_penalty = invalid_action_penalty
+        super().__init__(max_turns, invalid_action_penalty)
         self.fail_on = fail_on
         self.task: Task | None = None
 
@@ -45,11 +44,11 @@ class PickWordEnv(AgentEnv):
     def task_types(self) -> list[str]:
         return ["even", "odd"]
 
-    def reset(self, task: Task) -> str:
+    def start(self, task: Task) -> str:
         self.task = task
         return "options: " + " ".join(WORDS)
 
-    def step(self, action: str | None) -> StepResult:
+    def transition(self, action: str | None) -> StepResult:
         if action is None or action not in WORDS:
             return StepResult("options: " + " ".join(WORDS), 0.0, False, {"valid_action": False})
         if action == self.fail_on:

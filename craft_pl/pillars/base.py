@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from craft_pl.objective import LossTerms
-from craft_pl.rollout.batch import RolloutBatch
+from craft_pl.batch import RolloutBatch
 
 STAGE_CREDIT = 0
 """Pillars that set the per-token credit (run first)."""
@@ -26,7 +26,8 @@ class CreditPillar:
 
     stage: ClassVar[int] = STAGE_PENALTIES
     name: ClassVar[str] = "pillar"
-    needs_teacher: ClassVar[bool] = False
+    requires_distillation: ClassVar[bool] = False
+    """Whether the pillar works on the distillation term (so needs ``distill_coef > 0``)."""
 
     @property
     def logits_top_k(self) -> int:
@@ -42,8 +43,11 @@ class CreditPillar:
 
     def validate(self, objective) -> None:
         """Raise ``ValueError`` (naming the fix) when this pillar cannot work with ``objective``."""
-        if self.needs_teacher and not objective.use_distill:
+        if self.requires_distillation and not objective.use_distill:
             raise ValueError(f"model.pillars: {self.name} needs model.objective.distill_coef > 0 (a teacher)")
+
+    def check_data(self, group_size: int) -> None:
+        """Warn (or raise ``ValueError`` naming the fix) when the data settings leave this pillar nothing to do."""
 
     def prepare(self, batch: RolloutBatch) -> None:
         """Group-level work once per RL step, after advantages and teacher log-probs exist."""

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from craft_pl.objective import LossTerms
 from craft_pl.pillars.base import STAGE_COEFFICIENTS, CreditPillar
-from craft_pl.rollout.batch import RolloutBatch
+from craft_pl.batch import RolloutBatch
 
 ACTIVITY_TAGS = {"active_ratio": "distill/gate_active_ratio", "gate_mean": "distill/gate_mean"}
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from craft_pl.objective import LossTerms
 from craft_pl.pillars.base import STAGE_PENALTIES, CreditPillar
-from craft_pl.rollout.batch import RolloutBatch
+from craft_pl.batch import RolloutBatch
 from craft_pl.seeding import derive_seed, restore_generator, run_seed
 
 
@@ -39,7 +39,7 @@ class AdaptiveCringe(CreditPillar):
 
     stage = STAGE_PENALTIES
     name = "cringe"
-    needs_teacher = True
+    requires_distillation = True
 
     def __init__(
         self,

@@ -22,6 +22,7 @@ Everything here is deterministic (no RNG), runs without gradient, and never modi
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Literal
 
@@ -29,7 +30,7 @@ import torch
 
 from craft_pl.objective import LossTerms
 from craft_pl.pillars.base import STAGE_CREDIT, CreditPillar
-from craft_pl.rollout.batch import RolloutBatch
+from craft_pl.batch import RolloutBatch
 from craft_pl.pillars.cti_estimator import (  # noqa: F401 - re-exported
     ALIGNS,
     CREDIT_MODES,
@@ -49,6 +50,17 @@ from craft_pl.pillars.cti_estimator import (  # noqa: F401 - re-exported
     rows_to_groups,
     trajectory_advantages,
 )
+from craft_pl.pillars.cti_per_state import (
+    GROUPINGS,
+    STATE_ALIGNS,
+    Grouping,
+    anchor_coverage,
+    state_advantages,
+    state_layout,
+)
+
+
+log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------------------ pillar
@@ -57,7 +69,12 @@ class CounterfactualTokenImportance(CreditPillar):
 
     stage = STAGE_CREDIT
     name = "cti"
-    needs_teacher = True
+    requires_distillation = True
+
+    def check_data(self, group_size: int) -> None:
+        if group_size < 4:
+            log.warning("Pillar 1 (cti) with data.group_size=%d: with G = 2 the one sibling always gets weight 1 and "
+                        "carries no teacher signal; use data.group_size >= 4 (the paper uses 8)", group_size)
 
     def __init__(
         self,
@@ -73,6 +90,7 @@ class CounterfactualTokenImportance(CreditPillar):
         advantage: Literal["trajectory", "row"] = "trajectory",
         gap_source: Literal["old", "sampling"] = "old",
         dead_zone: float = 1e-6,
+        grouping: Grouping = "group",
     ) -> None:
         """
         Args:
@@ -88,6 +106,7 @@ class CounterfactualTokenImportance(CreditPillar):
             advantage: A^(j) as the mean of the trajectory's row advantages, or each row's own advantage.
             gap_source: Gap Δ = teacher_logp minus old_logp ("old") or minus sampling_logp ("sampling").
             dead_zone: |CTI| below dead_zone × the group's max |A| (1 if that is 0) counts as 0 (credit 0).
+            grouping: Siblings: the whole group, or ("anchor") only rows of the same turn and state; align turn(_token).
         """
         super().__init__(enabled)
         for arg, value in (("tau", tau), ("gap_clip", gap_clip), ("kappa", kappa)):
@@ -103,6 +122,11 @@ class CounterfactualTokenImportance(CreditPillar):
                                     ("advantage", advantage, ADVANTAGES), ("gap_source", gap_source, GAP_SOURCES)):
             if value not in allowed:
                 raise ValueError(f"cti.{arg} must be one of {allowed}, got {value!r}")
+        if grouping not in GROUPINGS:
+            raise ValueError(f"cti.grouping must be one of {GROUPINGS}, got {grouping!r}")
+        if grouping == "anchor" and align not in STATE_ALIGNS:
+            raise ValueError(f"cti.grouping='anchor' compares rows of the same turn: set cti.align to one of "
+                             f"{STATE_ALIGNS} (got {align!r}; flat positions of siblings lie in different turns)")
         self.tau = float(tau)
         self.gap_clip = float(gap_clip)
         self.kappa = float(kappa)
@@ -114,6 +138,7 @@ class CounterfactualTokenImportance(CreditPillar):
         self.advantage = advantage
         self.gap_source = gap_source
         self.dead_zone = float(dead_zone)
+        self.grouping = grouping
         self._metrics: dict[str, float] = {}
 
     # -------------------------------------------------------------------------------------------- prepare
@@ -134,15 +159,18 @@ class CounterfactualTokenImportance(CreditPillar):
         with torch.no_grad():
             teacher = batch.teacher_logp.detach()
             gap = teacher - student.detach().to(teacher.device)
-            layout = group_layout(batch.group_ids, batch.trajectory_ids, batch.turn_index, batch.response_mask,
-                                  self.align)
+            row_advantages = batch.advantages.detach().to(device=gap.device, dtype=gap.dtype)
+            if self.grouping == "anchor":
+                layout, adv_groups = self._state_inputs(batch, row_advantages)
+            else:
+                layout = group_layout(batch.group_ids, batch.trajectory_ids, batch.turn_index, batch.response_mask,
+                                      self.align)
+                if self.advantage == "trajectory":
+                    adv_groups = trajectory_advantages(row_advantages, layout)
+                else:
+                    adv_groups = rows_to_groups(row_advantages, layout)
             gap_groups = rows_to_groups(gap, layout)
             mask_groups = layout.token_mask().to(gap.device)
-            row_advantages = batch.advantages.detach().to(device=gap.device, dtype=gap.dtype)
-            if self.advantage == "trajectory":
-                adv_groups = trajectory_advantages(row_advantages, layout)
-            else:
-                adv_groups = rows_to_groups(row_advantages, layout)
             result = self._estimate(gap_groups, mask_groups, adv_groups)
 
             cti = groups_to_rows(result.cti, layout, 0.0)
@@ -160,6 +188,20 @@ class CounterfactualTokenImportance(CreditPillar):
                 own_advantage=groups_to_rows(own, layout, 0.0),
                 group_size=layout.group_sizes.to(gap.device)[layout.group.to(gap.device)],
             )
+            if self.grouping == "anchor":
+                self._metrics["anchor_coverage"] = anchor_coverage(
+                    layout.mask.to(gap.device), groups_to_rows(result.n_siblings, layout, 0))
+
+    def _state_inputs(self, batch: RolloutBatch, row_advantages: torch.Tensor):
+        """``grouping="anchor"``: the state-group layout and A^(j) placed in it (see ``cti_per_state.py``)."""
+        anchors = getattr(batch, "anchor_ids", None)
+        if anchors is None:
+            raise ValueError("cti.grouping='anchor' needs batch.anchor_ids (the anchor state of each row); build the "
+                             "batch with craft_pl.batch.RolloutBatch or set cti.grouping: group")
+        layout = state_layout(batch.group_ids, batch.trajectory_ids, batch.turn_index, anchors, batch.response_mask,
+                              self.align)
+        return layout, state_advantages(row_advantages, batch.group_ids, batch.trajectory_ids, batch.turn_index,
+                                        batch.response_mask, layout, self.advantage)
 
     def _estimate(self, gap: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor) -> CTIResult:
         """The estimator over chunks of groups (bounded memory; groups are independent, so no bit changes)."""
@@ -217,7 +259,9 @@ class CounterfactualTokenImportance(CreditPillar):
     def metrics(self) -> dict[str, float]:
         """``ess_mean``, ``ess_ratio`` (ESS/(G-1)), ``valid_fraction``, ``negative_credit_fraction`` (valid tokens with
         CTI < 0, over all response tokens), ``max_weight`` (mean over valid tokens of max_j w) and
-        ``corr_with_advantage`` (Pearson, CTI vs the token's own A over valid tokens) of the last ``prepare``."""
+        ``corr_with_advantage`` (Pearson, CTI vs the token's own A over valid tokens) of the last ``prepare``; with
+        ``grouping="anchor"`` also ``anchor_coverage`` (share of response tokens with a same-state sibling), and the
+        ESS ratio is taken against the state group's size."""
         return dict(self._metrics)
 
 

@@ -23,7 +23,7 @@ from typing import Literal
 
 from craft_pl.objective import LOG_RATIO_CLAMP, K3_CLAMP, LossTerms
 from craft_pl.pillars.base import STAGE_PENALTIES, CreditPillar
-from craft_pl.rollout.batch import RolloutBatch
+from craft_pl.batch import RolloutBatch
 
 
 def forward_kl_surrogate(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
@@ -43,7 +43,7 @@ class PolarisedKL(CreditPillar):
 
     stage = STAGE_PENALTIES
     name = "polar_kl"
-    needs_teacher = True
+    requires_distillation = True
 
     def __init__(self, enabled: bool = True, target: Literal["reference", "distill"] = "reference",
                  ratio_max: float = 5.0) -> None:

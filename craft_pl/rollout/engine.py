@@ -8,11 +8,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from craft_pl.distributed import gather_for_inference
+
+
+DEFAULT_STOP_STRINGS = ("</action>",)
+"""Stop strings when the caller names none (``AgentEnv.stop_strings``'s default)."""
 
 
 @dataclass(frozen=True)
@@ -57,8 +62,10 @@ class GenerationEngine(ABC):
         prompt_ids: list[list[int]],
         sampling: SamplingParams,
         generator: torch.Generator,
+        stop_strings: Sequence[str] = DEFAULT_STOP_STRINGS,
     ) -> list[Generation]:
-        """Sample one response per prompt, all prompts in batched forward passes."""
+        """Sample one response per prompt, all prompts in batched forward passes; a response ends with EOS or once
+        it ends with one of ``stop_strings`` (the environment's, ``AgentEnv.stop_strings``)."""
 
 
 def sample_next(logits: torch.Tensor, sampling: SamplingParams, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,31 +93,34 @@ class HFEngine(GenerationEngine):
         """
         Args:
             max_batch_size: Prompts decoded together in one loop (larger batches are split).
-            stop_strings: Stop once the response ends with one of these (default: the closing action/answer tags).
+            stop_strings: Stop once the response ends with one of these (null = the environment's stop strings).
         """
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         self.max_batch_size = max_batch_size
-        self.stop_strings = stop_strings if stop_strings is not None else ["</action>", "</search>", "</answer>"]
+        self.stop_strings = stop_strings
 
-    def _stop_token_ids(self, tokenizer) -> set[int]:
+    @staticmethod
+    def _stop_token_ids(tokenizer, stop_strings: list[str]) -> set[int]:
         stop = {tokenizer.eos_token_id}
-        for text in self.stop_strings:
+        for text in stop_strings:
             ids = tokenizer(text, add_special_tokens=False).input_ids
             if len(ids) == 1:
                 stop.add(ids[0])
         return stop
 
     @torch.no_grad()
-    def generate(self, model, tokenizer, prompt_ids, sampling, generator) -> list[Generation]:
+    def generate(self, model, tokenizer, prompt_ids, sampling, generator,
+                 stop_strings: Sequence[str] = DEFAULT_STOP_STRINGS) -> list[Generation]:
         gather_for_inference(model)  # sharded model: whole parameters once, then no collective per decoding step
+        stops = list(self.stop_strings if self.stop_strings is not None else stop_strings)
         results: list[Generation] = []
         for start in range(0, len(prompt_ids), self.max_batch_size):
             results.extend(self._generate_batch(model, tokenizer, prompt_ids[start : start + self.max_batch_size],
-                                                sampling, generator))
+                                                sampling, generator, stops))
         return results
 
-    def _generate_batch(self, model, tokenizer, prompt_ids, sampling, generator) -> list[Generation]:
+    def _generate_batch(self, model, tokenizer, prompt_ids, sampling, generator, stop_strings) -> list[Generation]:
         device = next(model.parameters()).device
         rows = len(prompt_ids)
         width = max(len(p) for p in prompt_ids)
@@ -122,8 +132,8 @@ class HFEngine(GenerationEngine):
             attention_mask[row, width - len(prompt) :] = 1
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
         position_ids = (attention_mask.cumsum(-1) - 1).clamp_min(0)
-        stop_ids = torch.tensor(sorted(self._stop_token_ids(tokenizer)), device=device)
-        multi_token_stops = [s for s in self.stop_strings if len(tokenizer(s, add_special_tokens=False).input_ids) > 1]
+        stop_ids = torch.tensor(sorted(self._stop_token_ids(tokenizer, stop_strings)), device=device)
+        multi_token_stops = [s for s in stop_strings if len(tokenizer(s, add_special_tokens=False).input_ids) > 1]
 
         tokens = torch.full((rows, sampling.max_new_tokens), pad_id, dtype=torch.long, device=device)
         logps = torch.zeros(rows, sampling.max_new_tokens, device=device)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from craft_pl.rollout.engine import Generation, GenerationEngine, SamplingParams
-from craft_pl.scoring import pad_pairs, response_scores
+from craft_pl.rollout.engine import DEFAULT_STOP_STRINGS, Generation, GenerationEngine, SamplingParams
+from craft_pl.model.logprobs import pad_pairs, response_scores
 
 ADAPTER_VERSION = "_craft_adapter_version"
 
@@ -62,7 +62,8 @@ class VLLMEngine(GenerationEngine):
             max_lora_rank: Largest LoRA rank vLLM reserves room for (>= policy.lora_rank).
             dtype: vLLM's weight dtype.
             enforce_eager: Skip CUDA graphs (less memory, slower).
-            stop_strings: Stop once the response ends with one of these (kept in the output).
+            stop_strings: Stop once the response ends with one of these, kept in the output (null = the
+                environment's stop strings).
             verify_tolerance: Largest mean |log-prob| difference on the probe between vLLM and the training model.
             probe_tokens: Length of the probe sequence used to verify each adapter push.
         """
@@ -74,7 +75,7 @@ class VLLMEngine(GenerationEngine):
         self.max_lora_rank = max_lora_rank
         self.dtype = dtype
         self.enforce_eager = enforce_eager
-        self.stop_strings = stop_strings if stop_strings is not None else ["</action>", "</search>", "</answer>"]
+        self.stop_strings = stop_strings
         self.verify_tolerance = verify_tolerance
         self.probe_tokens = probe_tokens
         self._llm = None
@@ -136,14 +137,16 @@ class VLLMEngine(GenerationEngine):
         return gap
 
     # ------------------------------------------------------------------ generation
-    def generate(self, model, tokenizer, prompt_ids, sampling: SamplingParams, generator) -> list[Generation]:
+    def generate(self, model, tokenizer, prompt_ids, sampling: SamplingParams, generator,
+                 stop_strings=DEFAULT_STOP_STRINGS) -> list[Generation]:
         from vllm import SamplingParams as VllmSampling
         from vllm.inputs import TokensPrompt
 
         self.sync_adapter(model, tokenizer)
+        stops = list(self.stop_strings if self.stop_strings is not None else stop_strings)
         seeds = torch.randint(0, 2**31 - 1, (len(prompt_ids),), generator=generator).tolist()
         params = [VllmSampling(temperature=sampling.temperature, top_p=sampling.top_p,
-                               max_tokens=sampling.max_new_tokens, logprobs=0, seed=seed, stop=self.stop_strings,
+                               max_tokens=sampling.max_new_tokens, logprobs=0, seed=seed, stop=stops,
                                include_stop_str_in_output=True, stop_token_ids=[tokenizer.eos_token_id])
                   for seed in seeds]
         outputs = self._engine(model).generate([TokensPrompt(prompt_token_ids=p) for p in prompt_ids], params,

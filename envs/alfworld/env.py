@@ -15,7 +15,7 @@ from craft_pl.envs.alfworld.official import games_root, official_pool
 from craft_pl.envs.alfworld.privileged import PRIVILEGED_MODES, hint_text, skill_text
 from craft_pl.envs.alfworld.scenes import SPLIT_DIRS
 from craft_pl.envs.alfworld.tasks import TASK_TYPES
-from craft_pl.envs.base import AgentEnv, Expert, PromptParts, StepResult, Task, Turn
+from craft_pl.envs.base import AgentEnv, Expert, PromptParts, StepResult, Task, Turn, require
 
 log = logging.getLogger(__name__)
 WIN_REWARD = 10.0
@@ -33,6 +33,9 @@ def clear_caches() -> None:
 
 class AlfWorldEnv(AgentEnv):
     """ALFWorld text games on the unmodified engine: our generated games by default, the official ones when given."""
+
+    prompt_styles = text.PROMPT_STYLES
+    privileged_modes = PRIVILEGED_MODES
 
     def __init__(
         self,
@@ -69,26 +72,15 @@ class AlfWorldEnv(AgentEnv):
             privileged: Teacher context: ``skill`` (general + task-type skills) or ``hint`` (the game's walkthrough).
             cache_dir: Where generated games live (default ``$CRAFT_PL_CACHE`` or ``~/.cache/craft_pl``).
         """
-        def need(ok: bool, name: str, value: Any, fix: str) -> None:
-            if not ok:
-                raise ValueError(f"AlfWorldEnv: {name}={value!r} is invalid; {fix}")
-
-        need(isinstance(max_turns, int) and max_turns >= 1, "max_turns", max_turns, "use an int >= 1")
-        need(invalid_action_penalty >= 0, "invalid_action_penalty", invalid_action_penalty, "use a number >= 0")
-        need(prompt_style in text.PROMPT_STYLES, "prompt_style", prompt_style, f"use one of {list(text.PROMPT_STYLES)}")
-        need(privileged in PRIVILEGED_MODES, "privileged", privileged, f"use one of {list(PRIVILEGED_MODES)}")
+        super().__init__(max_turns, invalid_action_penalty, prompt_style, privileged)
         for name, value in (("train_games", train_games), ("eval_games", eval_games)):
-            need(isinstance(value, int) and value >= 1, name, value, "use an int >= 1")
+            require(isinstance(value, int) and value >= 1, "AlfWorldEnv", name, value, "use an int >= 1")
         self.settings = GeneratorSettings(tuple(task_types or TASK_TYPES), num_receptacles, num_distractors,
                                           max_plan_length, tuple(scenes or ()), seed)
         self.data_root = self._official_root(data_dir)
         self.seed = seed
         self.train_games = train_games
         self.eval_games = eval_games
-        self.max_turns = max_turns
-        self.invalid_action_penalty = invalid_action_penalty
-        self.prompt_style = prompt_style
-        self.privileged = privileged
         self.cache_dir = cache_dir
         self._engine: Engine | None = None
         self._game: GameRecord | None = None
@@ -96,8 +88,6 @@ class AlfWorldEnv(AgentEnv):
         self._observation = ""
         self._walkthrough: tuple[str, ...] = ()
         self._taken: list[str] = []
-        self._turns = 0
-        self._done = False
         self._won = False
 
     @staticmethod
@@ -154,7 +144,7 @@ class AlfWorldEnv(AgentEnv):
         return list(self.settings.task_types)
 
     # ------------------------------------------------------------------ episode
-    def reset(self, task: Task) -> str:
+    def start(self, task: Task) -> str:
         game = task.payload
         if not isinstance(game, GameRecord):
             raise ValueError(f"AlfWorldEnv.reset: task {task.task_id!r} has no ALFWorld game payload")
@@ -167,27 +157,22 @@ class AlfWorldEnv(AgentEnv):
         self._admissible = state.admissible_commands
         self._walkthrough = tuple(state.walkthrough or game.walkthrough)
         self._taken = []
-        self._turns = 0
-        self._done = False
         self._won = bool(state.won)
         return self._observation
 
     @property
     def admissible_actions(self) -> list[str]:
-        return [] if self._done else list(self._admissible)
+        return [] if self.done else list(self._admissible)
 
     @property
     def walkthrough(self) -> tuple[str, ...]:
         """The stored planner solution of the current game, from its start."""
         return self._walkthrough
 
-    def step(self, action: str | None) -> StepResult:
-        if self._game is None or self._engine is None:
-            raise RuntimeError("AlfWorldEnv.step: call reset(task) first")
-        if self._done:
-            return StepResult(self._observation, 0.0, True, {"valid_action": False, "won": self._won,
-                                                               "score": float(self._won)})
-        self._turns += 1
+    def observation_after_end(self) -> str:
+        return self._observation
+
+    def transition(self, action: str | None) -> StepResult:
         valid = action is not None and action in self._admissible
         if valid:
             state = self._engine.step(action)
@@ -195,9 +180,8 @@ class AlfWorldEnv(AgentEnv):
             self._observation, self._admissible, self._won = state.feedback, state.admissible_commands, state.won
         else:
             self._observation = NOTHING_HAPPENS
-        self._done = self._won or self._turns >= self.max_turns
-        info = {"valid_action": valid, "won": self._won, "score": float(self._won), "turns": self._turns}
-        return StepResult(self._observation, WIN_REWARD * self._won if valid else 0.0, self._done, info)
+        info = {"valid_action": valid, "won": self._won, "score": float(self._won)}
+        return StepResult(self._observation, WIN_REWARD * self._won if valid else 0.0, self._won, info)
 
     def replan(self) -> list[str]:
         """A fresh planner solution from the current state (replays this episode's commands on a planning engine)."""

@@ -54,6 +54,9 @@ class SearchQAEnv(AgentEnv):
 
     eval_temperature: float = 0.0
     """Search-R1 and SDAR evaluate search agents greedily."""
+    stop_strings = ("</search>", "</answer>")
+    prompt_styles = text.PROMPT_STYLES
+    privileged_modes = PRIVILEGED_MODES
 
     def __init__(
         self,
@@ -98,24 +101,18 @@ class SearchQAEnv(AgentEnv):
                 Parquet with ``question`` and ``golden_answers``); a split without a file takes the questions of
                 the given files that hash to it. Needs ``retrieval_url`` or ``corpus_file``.
         """
+        super().__init__(max_turns, invalid_action_penalty, prompt_style, privileged)
         self._check_args(locals())
         self.num_entities = num_entities
         self.seed = seed
         self.data_sources = tuple(data_sources or DATA_SOURCES)
         self.bridge_hops = bridge_hops
         self.top_k = top_k
-        self.max_turns = max_turns
-        self.invalid_action_penalty = invalid_action_penalty
-        self.prompt_style = prompt_style
-        self.privileged = privileged
         self.question_files = dict(question_files or {})
         self.world, bm25 = shared_world(num_entities, seed, look_alike_rate, landmark_rate)
         self.retriever = self._shared_retriever(bm25, retrieval_url, retrieval_timeout_s, retrieval_retries,
                                                 corpus_file)
         self._item: QAItem | None = None
-        self._turns = 0
-        self._done = False
-        self._final: dict[str, Any] = {"won": False, "score": 0.0}
 
     @staticmethod
     def _check_args(args: dict[str, Any]) -> None:
@@ -132,10 +129,6 @@ class SearchQAEnv(AgentEnv):
         need(0.0 <= args["look_alike_rate"] <= 1.0, "look_alike_rate", "use a probability in [0, 1]")
         need(0.0 <= args["landmark_rate"] <= 1.0, "landmark_rate", "use a probability in [0, 1]")
         need(isinstance(args["top_k"], int) and 1 <= args["top_k"] <= 20, "top_k", "use an int in [1, 20]")
-        need(isinstance(args["max_turns"], int) and args["max_turns"] >= 1, "max_turns", "use an int >= 1")
-        need(args["invalid_action_penalty"] >= 0, "invalid_action_penalty", "use a number >= 0")
-        need(args["prompt_style"] in text.PROMPT_STYLES, "prompt_style", f"use one of {list(text.PROMPT_STYLES)}")
-        need(args["privileged"] in PRIVILEGED_MODES, "privileged", f"use one of {list(PRIVILEGED_MODES)}")
         need(args["retrieval_url"] is None or args["corpus_file"] is None, "corpus_file",
              "give either retrieval_url or corpus_file, not both")
         files = args["question_files"] or {}
@@ -198,44 +191,31 @@ class SearchQAEnv(AgentEnv):
         return list(self.data_sources)
 
     # ------------------------------------------------------------------ episode
-    def reset(self, task: Task) -> str:
+    def start(self, task: Task) -> str:
         if not isinstance(task.payload, QAItem):
             raise ValueError(f"SearchQAEnv.reset: task {task.task_id!r} has no Search-QA question payload")
         self._item = task.payload
-        self._turns = 0
-        self._done = False
-        self._final = {"won": False, "score": 0.0}
         return ""
 
     @property
     def admissible_actions(self) -> list[str]:
-        return [] if self._item is None or self._done else list(text.ADMISSIBLE)
+        return [] if self._item is None or self.done else list(text.ADMISSIBLE)
 
-    def step(self, action: str | None) -> StepResult:
-        if self._item is None:
-            raise RuntimeError("SearchQAEnv.step: call reset(task) first")
-        if self._done:
-            return StepResult("", 0.0, True, {"valid_action": False, **self._final})
-        self._turns += 1
+    def transition(self, action: str | None) -> StepResult:
         parsed, valid = text.parse_action(action) if action is not None else (None, False)
         info: dict[str, Any] = {"valid_action": valid, "won": False, "score": 0.0}
-        reward, observation = 0.0, text.INVALID_OBSERVATION
+        reward, observation, ended = 0.0, text.INVALID_OBSERVATION, False
         if valid:
             verb, argument = text.split_action(parsed)
             if verb == "answer":
                 won = text.exact_match(argument, self._item.golden_answers)
                 info.update(won=won, score=float(won), answer=argument)
-                reward, observation, self._done = WIN_REWARD * won, "", True
+                reward, observation, ended = WIN_REWARD * won, "", True
             else:
                 passages = self.retriever.retrieve([argument], self.top_k)[0]
                 observation = format_information(passages)
                 info["retrieved_ids"] = [p.doc_id for p in passages]
-        if self._turns >= self.max_turns:
-            self._done = True
-        if self._done:
-            self._final = {"won": info["won"], "score": info["score"]}
-        info["turns"] = self._turns
-        return StepResult(observation, reward, self._done, info)
+        return StepResult(observation, reward, ended, info)
 
     # ------------------------------------------------------------------ text
     def parse_action(self, text_: str) -> tuple[str | None, bool]:

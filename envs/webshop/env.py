@@ -41,6 +41,9 @@ def shared_catalog(num_products: int, seed: int, num_product_types: int, near_du
 class WebShopEnv(AgentEnv):
     """Synthetic WebShop: seeded catalogue, BM25 search, WebShop's text pages and actions, WebShop's reward."""
 
+    prompt_styles = text.PROMPT_STYLES
+    privileged_modes = PRIVILEGED_MODES
+
     def __init__(
         self,
         num_products: int = 2000,
@@ -82,15 +85,12 @@ class WebShopEnv(AgentEnv):
                 (``page1``), or all goals (``none``).
             price_range_prob: Share of products priced as a range (the paid price is drawn inside it).
         """
+        super().__init__(max_turns, invalid_action_penalty, prompt_style, privileged)
         self._check_args(locals())
         self.num_products = num_products
         self.seed = seed
-        self.max_turns = max_turns
-        self.invalid_action_penalty = invalid_action_penalty
         self.results_per_page = results_per_page
         self.search_return_n = search_return_n
-        self.prompt_style = prompt_style
-        self.privileged = privileged
         self.num_product_types = num_product_types
         self.attributes_per_goal = attributes_per_goal
         self.options_per_goal = options_per_goal
@@ -113,9 +113,6 @@ class WebShopEnv(AgentEnv):
         self._goal: Goal | None = None
         self._browser: Browser | None = None
         self._state = PageState()
-        self._turns = 0
-        self._done = False
-        self._final: dict[str, Any] = {"won": False, "score": 0.0}
 
     @staticmethod
     def _check_args(args: dict[str, Any]) -> None:
@@ -130,14 +127,10 @@ class WebShopEnv(AgentEnv):
              f"id_style='{args['id_style']}' supports at most {MAX_SHORT_IDS} products; use id_style='asin' or fewer "
              "products")
         need(isinstance(args["seed"], int), "seed", "use an int")
-        need(isinstance(args["max_turns"], int) and args["max_turns"] >= 1, "max_turns", "use an int >= 1")
-        need(args["invalid_action_penalty"] >= 0, "invalid_action_penalty", "use a number >= 0")
         need(isinstance(args["results_per_page"], int) and args["results_per_page"] >= 1, "results_per_page",
              "use an int >= 1")
         need(isinstance(args["search_return_n"], int) and args["search_return_n"] >= args["results_per_page"],
              "search_return_n", "use an int >= results_per_page")
-        need(args["prompt_style"] in text.PROMPT_STYLES, "prompt_style", f"use one of {list(text.PROMPT_STYLES)}")
-        need(args["privileged"] in PRIVILEGED_MODES, "privileged", f"use one of {list(PRIVILEGED_MODES)}")
         need(isinstance(args["num_product_types"], int) and 1 <= args["num_product_types"] <= len(PRODUCT_TYPES),
              "num_product_types", f"use an int in [1, {len(PRODUCT_TYPES)}]")
         need(args["attributes_per_goal"] in (1, 2, 3), "attributes_per_goal", "use 1, 2 or 3")
@@ -163,7 +156,7 @@ class WebShopEnv(AgentEnv):
         return list(TASK_TYPES)
 
     # ------------------------------------------------------------------ episode
-    def reset(self, task: Task) -> str:
+    def start(self, task: Task) -> str:
         goal = task.payload
         if not isinstance(goal, Goal):
             raise ValueError(f"WebShopEnv.reset: task {task.task_id!r} has no WebShop goal payload")
@@ -174,9 +167,6 @@ class WebShopEnv(AgentEnv):
         self._browser = Browser(self.catalog, self.engine, task.instruction, self.results_per_page,
                                 self.search_return_n, self.id_style)
         self._state = PageState()
-        self._turns = 0
-        self._done = False
-        self._final = {"won": False, "score": 0.0}
         return self.observation
 
     @property
@@ -188,16 +178,14 @@ class WebShopEnv(AgentEnv):
 
     @property
     def admissible_actions(self) -> list[str]:
-        if self._browser is None or self._done:
+        if self._browser is None or self.done:
             return []
         return admissible(self._browser.clickables(self._state), has_search_bar=self._state.kind == "search")
 
-    def step(self, action: str | None) -> StepResult:
-        if self._browser is None or self._goal is None:
-            raise RuntimeError("WebShopEnv.step: call reset(task) first")
-        if self._done:
-            return StepResult(self.observation, 0.0, True, {"valid_action": False, **self._final})
-        self._turns += 1
+    def observation_after_end(self) -> str:
+        return self.observation
+
+    def transition(self, action: str | None) -> StepResult:
         new_state, bought = self._apply(action)
         valid = new_state is not None
         if valid:
@@ -210,13 +198,7 @@ class WebShopEnv(AgentEnv):
                         attribute_matches=outcome.attribute_matches, option_matches=outcome.option_matches,
                         r_price=outcome.r_price, purchased=product.asin)
             reward = WIN_REWARD * outcome.won
-            self._done = True
-        elif self._turns >= self.max_turns:
-            self._done = True
-        if self._done:
-            self._final = {"won": info["won"], "score": info["score"]}
-        info["turns"] = self._turns
-        return StepResult(self.observation, reward, self._done, info)
+        return StepResult(self.observation, reward, bought, info)
 
     def _apply(self, action: str | None) -> tuple[PageState | None, bool]:
         action = text.normalize_action(action)

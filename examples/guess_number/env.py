@@ -11,7 +11,9 @@ import re
 
 from craft_pl.envs.base import AgentEnv, Expert, PromptParts, StepResult, Task, Turn
 
-ACTION = re.compile(r"\s*<think>[^<]*</think>\s*<action>\s*(\d{1,4})\s*</action>\s*(<\|im_end\|>)?\s*")
+ACTION = re.compile(r"\s*<think>[^<]*</think>\s*<action>\s*(\d{1,4})\s*</action>")
+"""A response without its trailing whitespace and ``<|im_end|>`` (see ``parse_action``); every quantifier is
+followed by a character it cannot match, so a failed match backtracks in linear time."""
 
 
 class Bisect(Expert):
@@ -40,10 +42,10 @@ class GuessNumberEnv(AgentEnv):
             max_turns: Guesses per episode (bisection needs log2(max_number) + 1).
             invalid_action_penalty: Subtracted by the trainer per malformed response.
         """
-        if max_number < 2 or max_turns < 1:
-            raise ValueError("GuessNumberEnv: use max_number >= 2 and max_turns >= 1")
-        self.max_number, self.max_turns, self.invalid_action_penalty = max_number, max_turns, invalid_action_penalty
-        self.secret, self.turns = 0, 0
+        super().__init__(max_turns, invalid_action_penalty)  # checks and keeps the arguments every game has
+        if not isinstance(max_number, int) or max_number < 2:
+            raise ValueError(f"GuessNumberEnv: max_number={max_number!r} is invalid; use an int >= 2")
+        self.max_number, self.secret = max_number, 0
 
     def task_panel(self, split: str, size: int, seed: int) -> list[Task]:
         rng = random.Random(f"guess/{split}/{seed}")
@@ -59,27 +61,30 @@ class GuessNumberEnv(AgentEnv):
     def task_types(self) -> list[str]:
         return ["small", "large"]
 
-    def reset(self, task: Task) -> str:
-        self.secret, self.turns = task.payload, 0
+    def start(self, task: Task) -> str:
+        self.secret = task.payload
         return "no guess yet"
 
-    def step(self, action: str | None) -> StepResult:
-        self.turns += 1
-        out_of_turns = self.turns >= self.max_turns
+    def transition(self, action: str | None) -> StepResult:
+        """One guess (``AgentEnv.step`` counts the turns and ends the episode at ``max_turns``)."""
         if action is None:
-            return StepResult("invalid answer", 0.0, out_of_turns, {"valid_action": False, "won": False, "score": 0.0})
+            return StepResult("invalid answer", 0.0, False, {"valid_action": False, "won": False, "score": 0.0})
         guess = int(action)
         won = guess == self.secret
         feedback = "correct" if won else f"{guess} is too {'low' if guess < self.secret else 'high'}"
-        return StepResult(feedback, 10.0 * won, won or out_of_turns,
-                          {"valid_action": True, "won": won, "score": float(won)})
+        return StepResult(feedback, 10.0 * won, won, {"valid_action": True, "won": won, "score": float(won)})
 
     @property
     def admissible_actions(self) -> list[str]:
         return ["a number"]
 
     def parse_action(self, text: str) -> tuple[str | None, bool]:
-        match = ACTION.fullmatch(text) if isinstance(text, str) else None
+        if not isinstance(text, str):
+            return None, False
+        body = text.rstrip()  # the optional <|im_end|> and whitespace after the action: rstrip, not the regex
+        if body.endswith("<|im_end|>"):
+            body = body[: -len("<|im_end|>")].rstrip()
+        match = ACTION.fullmatch(body)
         return (match.group(1), True) if match else (None, False)
 
     def prompt(self, task: Task, history: list[Turn], observation: str, step_index: int) -> PromptParts:

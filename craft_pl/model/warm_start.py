@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from craft_pl.scoring import pad_pairs, response_logprobs
+from craft_pl.model.logprobs import pad_pairs, response_logprobs
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -99,4 +102,25 @@ def behaviour_clone(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         losses.append(loss.item())
+    return losses
+
+
+def warm_start_weights(model: torch.nn.Module, rows: list[tuple[list[int], list[int]]], settings: WarmStart,
+                       key: str, pad_id: int, generator: torch.Generator) -> list[float]:
+    """Behaviour-clone ``model`` in place on ``rows``, or load the cached result stored under ``key``; returns the
+    behaviour-cloning loss per step. A fresh result is cached (written whole, then renamed into place)."""
+    path = cache_directory(settings) / f"{key}.pt"
+    if settings.cache and path.exists():
+        log.info("warm start: loading cached weights from %s", path)
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(saved["state_dict"])
+        return saved["losses"]
+    log.info("warm start: behaviour cloning on %d rows for %d steps", len(rows), settings.steps)
+    losses = behaviour_clone(model, rows, settings, pad_id, generator)
+    model.eval()
+    if settings.cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({"state_dict": model.state_dict(), "losses": losses}, tmp)
+        tmp.replace(path)
     return losses

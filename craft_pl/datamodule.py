@@ -1,13 +1,14 @@
-"""``RolloutDataModule``: each epoch (= one RL step) samples tasks, runs G sibling rollouts per task with the current
-policy, scores the rows (old and reference log-probs), lets the objective prepare group-level quantities and serves
-shuffled mini-batches. The number of optimizer steps per RL step is ``ppo_epochs x num_mini_batches``, fixed by
-configuration whatever the episodes' lengths.
+"""``RolloutDataModule``, the rollout-step machine: each epoch (= one RL step) samples tasks, makes the step's
+experience (``craft_pl.rollout.experience``) with the policy it was handed, and serves shuffled mini-batches. The
+number of optimizer steps per RL step is ``ppo_epochs x num_mini_batches``, fixed by configuration whatever the
+episodes' lengths. It also runs the evaluation panels.
+
+The learner hands over what experience needs once (``connect``); the data module never reaches into the trainer's
+module.
 """
 
 from __future__ import annotations
 
-import logging
-import time
 import warnings
 from typing import Callable, Iterator
 
@@ -17,55 +18,20 @@ from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch.utils.data import DataLoader, IterableDataset
 from tqdm.auto import tqdm
 
+from craft_pl.batch import EnvironmentFacts, ExperienceNeeds, RolloutBatch, Task, Trajectory, TurnTexts
 from craft_pl.distributed import globalise_token_counts, rank_share
-from craft_pl.envs.base import AgentEnv, Task
-from craft_pl.rollout.batch import RolloutBatch
-from craft_pl.rollout.collector import (
-    Collector,
-    Trajectory,
-    collect_demonstrations,
-    encode_prompt_parts,
-    teacher_budget,
-    with_privileged_context,
-)
+from craft_pl.envs.base import AgentEnv
+from craft_pl.rollout.demonstrations import demonstrations
 from craft_pl.rollout.engine import GenerationEngine, HFEngine, SamplingParams
-from craft_pl.rollout.stats import episode_stats
+from craft_pl.rollout.experience import ExperienceMaker
 from craft_pl.seeding import NamedGenerators, derive_seed, run_seed
 
-log = logging.getLogger(__name__)
 # RLStep's length is exact (ppo_epochs x num_mini_batches) and it is never split across loader workers.
 warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
 
 
 def _keep(batch):
     return batch
-
-
-def rows_from_trajectories(trajectories: list[Trajectory], penalty: float) -> RolloutBatch:
-    """One row per (trajectory, turn); reward = episode reward - penalty x [this turn's action was invalid]."""
-    rows = [(t, k, turn) for t in trajectories for k, turn in enumerate(t.turns)]
-    width = max(1, max((len(turn.response_ids) for _, _, turn in rows), default=1))
-    response_mask = torch.zeros(len(rows), width, dtype=torch.bool)
-    sampling_logp = torch.zeros(len(rows), width)
-    for r, (_, _, turn) in enumerate(rows):
-        response_mask[r, : len(turn.response_ids)] = True
-        sampling_logp[r, : len(turn.response_ids)] = torch.tensor(turn.sampling_logp, dtype=torch.float32)
-    return RolloutBatch(
-        prompt_ids=[turn.prompt_ids for _, _, turn in rows],
-        prompt_parts=[turn.prompt_parts for _, _, turn in rows],
-        history_dropped=[turn.history_dropped for _, _, turn in rows],
-        response_ids=[turn.response_ids for _, _, turn in rows],
-        response_mask=response_mask,
-        group_ids=torch.tensor([t.group_id for t, _, _ in rows], dtype=torch.long),
-        trajectory_ids=torch.tensor([t.trajectory_id for t, _, _ in rows], dtype=torch.long),
-        turn_index=torch.tensor([k for _, k, _ in rows], dtype=torch.long),
-        rewards=torch.tensor([t.episode_reward - penalty * (not turn.valid_action) for t, _, turn in rows],
-                             dtype=torch.float32),
-        valid_action=torch.tensor([turn.valid_action for _, _, turn in rows], dtype=torch.bool),
-        task_types=[t.task.task_type for t, _, _ in rows],
-        privileged_context=[t.privileged_context for t, _, _ in rows],
-        sampling_logp=sampling_logp,
-    )
 
 
 class EvaluationRollouts(IterableDataset):
@@ -84,8 +50,8 @@ class EvaluationRollouts(IterableDataset):
         sampling = SamplingParams(dm.evaluation_temperature, dm.top_p, dm.max_new_tokens)
         chunk = max(1, dm.val_batch_envs // self.samples_per_task)
         for start in range(0, len(self.tasks), chunk):
-            yield dm.collector.run(self.tasks[start : start + chunk], self.samples_per_task, dm.policy, dm.engine,
-                                   sampling, generator, privileged=self.privileged)
+            yield dm.experience.collector.run(self.tasks[start : start + chunk], self.samples_per_task, dm.policy,
+                                              dm.engine, sampling, generator, privileged=self.privileged)
 
 
 class RLStep(IterableDataset):
@@ -154,6 +120,9 @@ class RolloutDataModule(pl.LightningDataModule):
         if val_temperature is not None:
             SamplingParams(val_temperature, top_p, max_new_tokens)
         self.env_factory = env
+        self.environment = env()
+        """One instance built now, so that a bad environment argument fails while the configuration is checked;
+        it answers the environment's questions (task panels, penalty, privileged context, demonstrations)."""
         self.tasks_per_step = tasks_per_step
         self.group_size = group_size
         self.history_length = history_length
@@ -171,11 +140,30 @@ class RolloutDataModule(pl.LightningDataModule):
         self.panel_seed = panel_seed
         self.scoring_batch_size = scoring_batch_size
         self.engine = engine or HFEngine()
-        self.collector = Collector(env, history_length)
+        self.experience = ExperienceMaker(env, history_length, self.engine, scoring_batch_size)
         self.generators: NamedGenerators | None = None
         self.seed = 0
-        self.last_rollout_stats: dict[str, float] = {}
+        self.policy = None
+        self.needs: ExperienceNeeds | None = None
+        self.step_texts: TurnTexts = {}
+        """The text of the current RL step's rows, keyed by (trajectory, turn), for inspection callbacks."""
         self._panels: dict[str, list[Task]] = {}
+
+    def connect(self, policy, needs: ExperienceNeeds) -> None:
+        """Take what making experience needs from the learner: its policy and the step's needs (once)."""
+        self.policy = policy
+        self.needs = needs
+
+    def environment_facts(self) -> EnvironmentFacts:
+        """What the learner needs from the data side."""
+        return EnvironmentFacts(
+            env_name=type(self.environment).__name__,
+            task_types=list(self.environment.task_types),
+            has_privileged_context=self.environment.has_privileged_context,
+            group_size=self.group_size,
+            demonstrations=self.demonstrations,
+            evaluate=self.evaluate,
+        )
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
@@ -183,14 +171,10 @@ class RolloutDataModule(pl.LightningDataModule):
             self.seed = run_seed()
             self.generators = NamedGenerators(self.seed)
 
-    @property
-    def reference_env(self) -> AgentEnv:
-        return self.collector.environments(1)[0]
-
     def panel(self, split: str) -> list[Task]:
         if split not in self._panels:
             size = {"train": self.train_panel_size, "val": self.val_tasks, "test": self.val_tasks}[split]
-            self._panels[split] = self.reference_env.task_panel(split, size, self.panel_seed)
+            self._panels[split] = self.environment.task_panel(split, size, self.panel_seed)
         return self._panels[split]
 
     @property
@@ -198,33 +182,11 @@ class RolloutDataModule(pl.LightningDataModule):
         """``val_temperature`` when set, else the environment's evaluation protocol."""
         if self.val_temperature is not None:
             return self.val_temperature
-        return float(self.reference_env.eval_temperature)
-
-    @property
-    def has_privileged_context(self) -> bool:
-        """Whether the environment offers privileged context (skills or hints) for its tasks."""
-        try:
-            self.reference_env.privileged_context(self.panel("train")[0])
-        except NotImplementedError:
-            return False
-        return True
+        return float(self.environment.eval_temperature)
 
     def demonstrations(self, count: int, privileged_fraction: float = 0.0) -> list[tuple[str, str]]:
-        """Expert (prompt, response) pairs on ``count`` train tasks seeded apart from RL and validation; a
-        ``privileged_fraction`` of the episodes (chosen by a seeded draw) carry the privileged context."""
-        env = self.reference_env
-        tasks = env.task_panel("train", count, derive_seed(self.panel_seed, "demonstrations"))
-        flags = None
-        if privileged_fraction > 0 and self.has_privileged_context:
-            draw = torch.rand(count, generator=torch.Generator().manual_seed(derive_seed(self.panel_seed, "privileged")))
-            flags = (draw < privileged_fraction).tolist()
-        demos, expert_success = collect_demonstrations(env, tasks, self.history_length, flags)
-        log.info("expert demonstrations: %d rows, expert success %.3f", len(demos), expert_success)
-        return demos
-
-    @property
-    def policy(self):
-        return self.trainer.lightning_module.policy
+        """Expert (prompt, response) pairs on ``count`` train tasks (see ``craft_pl.rollout.demonstrations``)."""
+        return demonstrations(self.environment, count, self.panel_seed, self.history_length, privileged_fraction)
 
     # ------------------------------------------------------------------ training: one RL step
     def train_dataloader(self) -> DataLoader:
@@ -238,81 +200,30 @@ class RolloutDataModule(pl.LightningDataModule):
         return self.ppo_epochs * self.num_mini_batches
 
     def rl_step(self) -> list[RolloutBatch]:
-        """Roll out B x G episodes with the current policy, score them, prepare the step, cut mini-batches."""
-        module = self.trainer.lightning_module
-        started = time.perf_counter()
+        """Make the step's experience with the current policy, report its statistics, cut mini-batches."""
+        if self.needs is None:
+            raise RuntimeError("RolloutDataModule is not connected to a learner: call "
+                               "craft_pl.module.connect(module, datamodule) before training (the CLI does it)")
         tasks = self._sample_tasks()
         sampling = SamplingParams(self.temperature, self.top_p, self.max_new_tokens)
-        with tqdm(total=self.reference_env.max_turns, desc=f"rollout {self.trainer.current_epoch}", unit="turn",
+        with tqdm(total=self.environment.max_turns, desc=f"rollout {self.trainer.current_epoch}", unit="turn",
                   leave=False, disable=self.trainer.progress_bar_callback is None) as bar:
 
             def advance(running: int) -> None:
                 bar.set_postfix(episodes=running)
                 bar.update()
 
-            trajectories = self.collector.run(tasks, self.group_size, self.policy, self.engine, sampling,
-                                              self.generators.torch["rollout"], progress=advance)
-        penalty = self.reference_env.invalid_action_penalty
-        batch = rows_from_trajectories(trajectories, penalty)
-        rollout_seconds = time.perf_counter() - started
-        stats = episode_stats(trajectories, "rollout")
-        self._score(batch, module.objective.needs_reference)
-        if module.needs_teacher:
-            stats.update(self._score_teacher(batch, tasks))
-        module.prepare_step(batch)
-        stats["rollout/rows"] = float(batch.num_rows)
-        stats["rollout/response_tokens"] = float(batch.response_mask.sum())
-        stats["rollout/truncated_generations"] = float(sum(
-            1 for t in trajectories for turn in t.turns if not turn.valid_action and len(turn.response_ids) >= self.max_new_tokens))
-        stats["timing/rollout_s"] = rollout_seconds
-        stats["timing/scoring_s"] = time.perf_counter() - started - rollout_seconds
-        self.last_rollout_stats = stats
-        return self._mini_batches(batch)
+            experience = self.experience.make(self.policy, tasks, self.group_size, sampling,
+                                              self.generators.torch["rollout"], self.needs, self.environment,
+                                              progress=advance)
+        self.step_texts = experience.texts
+        self.needs.report(experience.stats)
+        return self._mini_batches(experience.batch)
 
     def _sample_tasks(self) -> list[Task]:
         panel = self.panel("train")
         index = torch.randperm(len(panel), generator=self.generators.torch["tasks"])[: self.tasks_per_step]
         return rank_share([panel[i] for i in index.tolist()])  # several processes: this rank's whole groups
-
-    @torch.no_grad()
-    def _score(self, batch: RolloutBatch, with_reference: bool) -> None:
-        """Old log-probs (rollout-time weights) and, when the objective needs them, reference log-probs."""
-        policy = self.policy
-        batch.old_logp, _, _ = policy.token_logprobs(batch.prompt_ids, batch.response_ids, "policy",
-                                                     micro_batch_size=self.scoring_batch_size)
-        if with_reference:
-            batch.ref_logp, _, _ = policy.token_logprobs(batch.prompt_ids, batch.response_ids, "reference",
-                                                         micro_batch_size=self.scoring_batch_size)
-
-    @torch.no_grad()
-    def _score_teacher(self, batch: RolloutBatch, tasks: list[Task]) -> dict[str, float]:
-        """Teacher log-probs: privileged text + the student's prompt, the student's response ids unchanged."""
-        env = self.reference_env
-        contexts = {}
-        for group_id, task in enumerate(tasks):
-            contexts[group_id] = env.privileged_context(task)
-            if not contexts[group_id].strip():
-                raise RuntimeError(
-                    f"the method needs a teacher but {type(env).__name__} gave no privileged context for task "
-                    f"{task.task_id!r}; give every task a skill or hint, or set model.objective.distill_coef: 0"
-                )
-        batch.privileged_context = [contexts[int(g)] for g in batch.group_ids]
-        budget = teacher_budget(self.policy, SamplingParams(max_new_tokens=self.max_new_tokens))
-        teacher_prompts, truncated = [], 0
-        for context, parts, student_dropped in zip(batch.privileged_context, batch.prompt_parts,
-                                                   batch.history_dropped):
-            teacher = encode_prompt_parts(self.policy, with_privileged_context(context, parts), budget)
-            truncated += teacher.cut or teacher.history_dropped > student_dropped
-            teacher_prompts.append(teacher.ids)
-        started = time.perf_counter()
-        batch.teacher_logp, _, _ = self.policy.token_logprobs(teacher_prompts, batch.response_ids, "teacher",
-                                                             micro_batch_size=self.scoring_batch_size)
-        context_tokens = [len(self.policy.encode_prompt(c, budget=10**9)) for c in contexts.values()]
-        return {
-            "teacher/truncated_rows": float(truncated),
-            "teacher/context_tokens": sum(context_tokens) / max(1, len(context_tokens)),
-            "timing/teacher_scoring_s": time.perf_counter() - started,
-        }
 
     def _mini_batches(self, batch: RolloutBatch) -> list[RolloutBatch]:
         mini_batches = []
@@ -332,10 +243,15 @@ class RolloutDataModule(pl.LightningDataModule):
         """The validation panel without privileged context, then (when enabled) with it."""
         loaders = [DataLoader(EvaluationRollouts(self, self.panel("val"), self.val_samples_per_task),
                               batch_size=None, collate_fn=_keep)]
-        if self.val_privileged and self.has_privileged_context:
+        if self.val_privileged and self.environment.has_privileged_context:
             loaders.append(DataLoader(EvaluationRollouts(self, self.panel("val"), self.val_samples_per_task,
                                                          privileged=True), batch_size=None, collate_fn=_keep))
         return loaders
+
+    def evaluate(self) -> list[list[Trajectory]]:
+        """The validation panel's episodes now, outside Lightning's loop: [plain, privileged (empty if not run)]."""
+        episodes = [[t for chunk in loader for t in chunk] for loader in self.val_dataloader()]
+        return episodes + [[]] * (2 - len(episodes))
 
     def test_dataloader(self) -> DataLoader:
         return DataLoader(EvaluationRollouts(self, self.panel("test"), self.val_samples_per_task), batch_size=None,

@@ -17,42 +17,19 @@ from typing import Iterator, Literal
 import torch
 
 from craft_pl.distributed import gather_for_inference, shard_for_training
-from craft_pl.quantization import (
+from craft_pl.model.loading import BUILTIN_TINY, DTYPES, load_model, load_tokenizer
+from craft_pl.model.logprobs import ResponseScores, pad_pairs, response_scores
+from craft_pl.model.quantization import (
     keep_training_layout,
-    nf4_loading_config,
     quantize_linear_layers,
     require_bitsandbytes_installed,
     require_nf4_support,
 )
-from craft_pl.scoring import ResponseScores, pad_pairs, response_scores
+from craft_pl.model.tiny import TinyModelSpec
+from craft_pl.model.warm_start import WarmStart, cache_key, warm_start_weights
 from craft_pl.seeding import derive_seed
-from craft_pl.tiny_model import tiny_qwen2, train_tokenizer
-from craft_pl.warm_start import WarmStart, behaviour_clone, cache_directory, cache_key
 
 log = logging.getLogger(__name__)
-
-BUILTIN_TINY = "builtin:tiny"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-@dataclass(frozen=True)
-class TinyModelSpec:
-    """Shape of the built-in tiny Qwen2 model and its locally trained tokenizer."""
-
-    vocab_size: int = 1024
-    """Target BPE vocabulary size (the trainer may stop below it on a small corpus)."""
-    hidden_size: int = 128
-    """Width of the residual stream."""
-    num_layers: int = 2
-    """Transformer blocks."""
-    num_heads: int = 4
-    """Attention heads."""
-    num_kv_heads: int = 2
-    """Key/value heads (grouped-query attention)."""
-    intermediate_size: int = 384
-    """Width of the MLP."""
-    max_positions: int = 2048
-    """Longest sequence the model accepts."""
 
 
 class Policy(torch.nn.Module):
@@ -176,8 +153,11 @@ class Policy(torch.nn.Module):
         device = torch.device(device or "cpu")
         if self.quantization is not None:
             require_nf4_support(device)
-        self.tokenizer = self._load_tokenizer(corpus)
-        base = self._load_model(seed, device)
+        self.tokenizer = load_tokenizer(self.model_name, self.tiny, corpus, self.local_files_only)
+        quantize_while_loading = self.quantization == "nf4" and self.warm_start is None
+        base = load_model(self.model_name, self.tiny, self.tokenizer, self.dtype_name, derive_seed(seed, "model_init"),
+                          self.local_files_only, self.compute_dtype_name if quantize_while_loading else None,
+                          self.double_quant, device)
         if self.warm_start is not None:
             if not demonstrations:
                 raise ValueError("policy.warm_start is set but the environment produced no demonstrations")
@@ -217,67 +197,13 @@ class Policy(torch.nn.Module):
                 parameter.requires_grad_(True)
             self.model = base
 
-    def _load_tokenizer(self, corpus: list[str]):
-        if self.model_name == BUILTIN_TINY:
-            if not corpus:
-                raise ValueError("the built-in tokenizer needs environment text to train on; got an empty corpus")
-            return train_tokenizer(corpus, self.tiny.vocab_size)
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(self.model_name, local_files_only=self.local_files_only)
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        return tokenizer
-
-    def _load_model(self, seed: int, device: torch.device) -> torch.nn.Module:
-        if self.model_name == BUILTIN_TINY:
-            spec = self.tiny
-            model = tiny_qwen2(
-                vocab_size=len(self.tokenizer),
-                hidden_size=spec.hidden_size,
-                num_layers=spec.num_layers,
-                num_heads=spec.num_heads,
-                num_kv_heads=spec.num_kv_heads,
-                intermediate_size=spec.intermediate_size,
-                max_positions=spec.max_positions,
-                seed=derive_seed(seed, "model_init"),
-                pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=self.tokenizer.eos_token_id,
-            )
-            return model.to(DTYPES[self.dtype_name])
-        from transformers import AutoModelForCausalLM
-
-        if self.quantization == "nf4" and self.warm_start is None:  # quantized while loading, never in full
-            return AutoModelForCausalLM.from_pretrained(
-                self.model_name, dtype=DTYPES[self.dtype_name], local_files_only=self.local_files_only,
-                quantization_config=nf4_loading_config(DTYPES[self.compute_dtype_name], self.double_quant),
-                device_map={"": device},
-            )
-        return AutoModelForCausalLM.from_pretrained(
-            self.model_name, dtype=DTYPES[self.dtype_name], local_files_only=self.local_files_only
-        )
-
     def _warm_start(self, base: torch.nn.Module, demonstrations: list[tuple[str, str]], seed: int) -> None:
-        settings = self.warm_start
         rows = [(self.encode_prompt(p), self.encode_response(r)) for p, r in demonstrations]
         description = f"{self.model_name}|{self.tiny}|{self.dtype_name}|{sum(p.numel() for p in base.parameters())}"
-        key = cache_key(settings, description, self.tokenizer.get_vocab(), rows, seed)
-        path = cache_directory(settings) / f"{key}.pt"
-        if settings.cache and path.exists():
-            log.info("warm start: loading cached weights from %s", path)
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-            base.load_state_dict(saved["state_dict"])
-            self.warm_start_losses = saved["losses"]
-            return
-        log.info("warm start: behaviour cloning on %d rows for %d steps", len(rows), settings.steps)
+        key = cache_key(self.warm_start, description, self.tokenizer.get_vocab(), rows, seed)
         generator = torch.Generator().manual_seed(derive_seed(seed, "warm_start"))
-        self.warm_start_losses = behaviour_clone(base, rows, settings, self.tokenizer.pad_token_id, generator)
-        base.eval()
-        if settings.cache:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            torch.save({"state_dict": base.state_dict(), "losses": self.warm_start_losses}, tmp)
-            tmp.replace(path)
+        self.warm_start_losses = warm_start_weights(base, rows, self.warm_start, key, self.tokenizer.pad_token_id,
+                                                    generator)
 
     # ------------------------------------------------------------------ teacher adapter
     def _adapter_pairs(self, source: str, target: str) -> list[tuple[torch.nn.Parameter, torch.nn.Parameter]]:

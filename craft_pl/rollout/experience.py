@@ -1,0 +1,184 @@
+"""Making experience: the RL step's recipe, from tasks to a scored, prepared ``RolloutBatch``.
+
+Read top to bottom, ``ExperienceMaker.make`` is one RL step's data side:
+
+1. **rollout**: G sibling episodes per task with the current policy (``timing/rollout_s``);
+2. **rows**: one row per (trajectory, turn), with its reward, anchor state and text side record;
+3. **scoring**: old log-probs (rollout-time weights) and, when the objective has a KL term, reference log-probs
+   (``timing/scoring_s``);
+4. **teacher scoring**: when the objective distils, the privileged teacher's log-probs of the same response ids
+   (``timing/teacher_scoring_s``);
+5. **preparation**: the objective's and the pillars' group-level work on the whole step (``timing/prepare_s``).
+
+It takes the policy, the engine and the environment factory as arguments and reads nothing through the trainer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+
+from craft_pl.batch import ExperienceNeeds, RolloutBatch, Task, Trajectory, TurnText, TurnTexts, anchor_ids
+from craft_pl.envs.base import AgentEnv
+from craft_pl.evaluation import EpisodeMetrics
+from craft_pl.rollout.collector import Collector
+from craft_pl.rollout.engine import GenerationEngine, SamplingParams
+from craft_pl.rollout.prompts import teacher_prompt
+
+
+@dataclass
+class Experience:
+    """One RL step's rows (tensors and ids), their text, the episodes they came from, and what it all cost."""
+
+    batch: RolloutBatch
+    texts: TurnTexts
+    trajectories: list[Trajectory]
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+class Timers:
+    """Seconds per named stage, reported as ``timing/<name>_s``."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+
+    def stats(self) -> dict[str, float]:
+        return {f"timing/{name}_s": value for name, value in self.seconds.items()}
+
+
+class ExperienceMaker:
+    """Turns tasks into a scored, prepared ``RolloutBatch`` (see the module docstring for the recipe)."""
+
+    def __init__(self, env_factory: Callable[[], AgentEnv], history_length: int, engine: GenerationEngine,
+                 scoring_batch_size: int) -> None:
+        self.collector = Collector(env_factory, history_length)
+        self.engine = engine
+        self.scoring_batch_size = scoring_batch_size
+
+    def make(self, policy, tasks: list[Task], group_size: int, sampling: SamplingParams, generator: torch.Generator,
+             needs: ExperienceNeeds, env: AgentEnv, progress: Callable[[int], None] | None = None) -> Experience:
+        """One RL step's experience on ``tasks`` (``env`` answers the environment's questions: penalty, task types,
+        privileged context)."""
+        timers = Timers()
+        with timers("rollout"):
+            trajectories = self.collector.run(tasks, group_size, policy, self.engine, sampling, generator,
+                                              progress=progress)
+        batch, texts = rows_from_trajectories(trajectories, env.invalid_action_penalty)
+        with timers("scoring"):
+            score_logprobs(policy, batch, needs.reference_logp, self.scoring_batch_size)
+        stats = rollout_stats(trajectories, batch, env.task_types, sampling.max_new_tokens)
+        if needs.teacher_logp:
+            with timers("teacher_scoring"):
+                texts = with_privileged_contexts(texts, tasks, env)
+                stats.update(score_teacher(policy, batch, texts, sampling.max_new_tokens, self.scoring_batch_size))
+        with timers("prepare"):
+            needs.prepare(batch)
+        stats.update(timers.stats())
+        return Experience(batch, texts, trajectories, stats)
+
+
+def rows_from_trajectories(trajectories: list[Trajectory], penalty: float) -> tuple[RolloutBatch, TurnTexts]:
+    """One row per (trajectory, turn); reward = episode reward - penalty x [this turn's action was invalid]. Rows of
+    a group in the same anchor state at a turn share an ``anchor_id``. Also the rows' text, keyed by
+    (trajectory, turn)."""
+    rows = [(t, k, turn) for t in trajectories for k, turn in enumerate(t.turns)]
+    width = max(1, max((len(turn.response_ids) for _, _, turn in rows), default=1))
+    response_mask = torch.zeros(len(rows), width, dtype=torch.bool)
+    sampling_logp = torch.zeros(len(rows), width)
+    for r, (_, _, turn) in enumerate(rows):
+        response_mask[r, : len(turn.response_ids)] = True
+        sampling_logp[r, : len(turn.response_ids)] = torch.tensor(turn.sampling_logp, dtype=torch.float32)
+    group_ids = [t.group_id for t, _, _ in rows]
+    turn_index = [k for _, k, _ in rows]
+    batch = RolloutBatch(
+        prompt_ids=[turn.prompt_ids for _, _, turn in rows],
+        response_ids=[turn.response_ids for _, _, turn in rows],
+        response_mask=response_mask,
+        group_ids=torch.tensor(group_ids, dtype=torch.long),
+        trajectory_ids=torch.tensor([t.trajectory_id for t, _, _ in rows], dtype=torch.long),
+        turn_index=torch.tensor(turn_index, dtype=torch.long),
+        anchor_ids=anchor_ids(group_ids, turn_index, [turn.anchor for _, _, turn in rows]),
+        rewards=torch.tensor([t.episode_reward - penalty * (not turn.valid_action) for t, _, turn in rows],
+                             dtype=torch.float32),
+        valid_action=torch.tensor([turn.valid_action for _, _, turn in rows], dtype=torch.bool),
+        sampling_logp=sampling_logp,
+    )
+    texts = {(t.trajectory_id, k): TurnText(t.task.task_id, t.task.task_type, turn.prompt_parts.current,
+                                            turn.prompt_parts, t.privileged_context, turn.history_dropped)
+             for t, k, turn in rows}
+    return batch, texts
+
+
+def rollout_stats(trajectories: list[Trajectory], batch: RolloutBatch, task_types: list[str],
+                  max_new_tokens: int) -> dict[str, float]:
+    """``rollout/*``: the episodes' metrics (as evaluation computes them), the rows' sizes, and how often siblings
+    share a state (``anchor_groups``: distinct (group, turn, anchor) states; ``anchor_shared_rows``: share of rows
+    with a same-state sibling, the coverage that same-state credit needs)."""
+    metric = EpisodeMetrics(task_types, "rollout")
+    metric.update(trajectories)
+    stats = metric.compute()
+    stats["rollout/rows"] = float(batch.num_rows)
+    stats["rollout/response_tokens"] = float(batch.response_mask.sum())
+    _, anchor_sizes = torch.unique(batch.anchor_ids, return_counts=True)
+    stats["rollout/anchor_groups"] = float(anchor_sizes.numel())
+    stats["rollout/anchor_shared_rows"] = float((anchor_sizes[anchor_sizes > 1]).sum()) / max(1, batch.num_rows)
+    stats["rollout/truncated_generations"] = float(sum(
+        1 for t in trajectories for turn in t.turns if not turn.valid_action and len(turn.response_ids) >= max_new_tokens))
+    return stats
+
+
+@torch.no_grad()
+def score_logprobs(policy, batch: RolloutBatch, with_reference: bool, micro_batch_size: int) -> None:
+    """Old log-probs (rollout-time weights) and, when asked, reference log-probs (adapters off)."""
+    batch.old_logp, _, _ = policy.token_logprobs(batch.prompt_ids, batch.response_ids, "policy",
+                                                 micro_batch_size=micro_batch_size)
+    if with_reference:
+        batch.ref_logp, _, _ = policy.token_logprobs(batch.prompt_ids, batch.response_ids, "reference",
+                                                     micro_batch_size=micro_batch_size)
+
+
+def with_privileged_contexts(texts: TurnTexts, tasks: list[Task], env: AgentEnv) -> TurnTexts:
+    """The rows' text with each group's privileged context (a task with none is an error naming the fix)."""
+    contexts = {}
+    for task in tasks:
+        contexts[task.task_id] = env.privileged_context(task)
+        if not contexts[task.task_id].strip():
+            raise RuntimeError(
+                f"the method needs a teacher but {type(env).__name__} gave no privileged context for task "
+                f"{task.task_id!r}; give every task a skill or hint, or set model.objective.distill_coef: 0"
+            )
+    return {key: TurnText(text.task_id, text.task_type, text.observation, text.prompt_parts,
+                          contexts[text.task_id], text.history_dropped) for key, text in texts.items()}
+
+
+@torch.no_grad()
+def score_teacher(policy, batch: RolloutBatch, texts: TurnTexts, max_new_tokens: int,
+                  micro_batch_size: int) -> dict[str, float]:
+    """Teacher log-probs: privileged text + the student's prompt, the student's response ids unchanged."""
+    keys = list(zip(batch.trajectory_ids.tolist(), batch.turn_index.tolist()))
+    teacher_prompts, truncated = [], 0
+    for key in keys:
+        text = texts[key]
+        teacher = teacher_prompt(policy, text.prompt_parts, text.privileged_context, max_new_tokens)
+        truncated += teacher.cut or teacher.history_dropped > text.history_dropped
+        teacher_prompts.append(teacher.ids)
+    batch.teacher_logp, _, _ = policy.token_logprobs(teacher_prompts, batch.response_ids, "teacher",
+                                                     micro_batch_size=micro_batch_size)
+    contexts = {text.task_id: text.privileged_context for text in texts.values()}
+    context_tokens = [len(policy.encode_prompt(c, budget=10**9)) for c in contexts.values()]
+    return {
+        "teacher/truncated_rows": float(truncated),
+        "teacher/context_tokens": sum(context_tokens) / max(1, len(context_tokens)),
+    }
