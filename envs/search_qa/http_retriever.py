@@ -1,17 +1,23 @@
-"""``HTTPRetriever``: a client of a Search-R1-style retrieval server (stdlib ``urllib``, no extra dependency).
+"""``HTTPRetriever``: a client of a Search-R1-style retrieval server (stdlib ``http.client``, no extra dependency).
 
 The protocol, as Search-R1 / verl-agent run it: ``POST /retrieve`` with
 ``{"queries": [...], "topk": k, "return_scores": true}``; the answer is ``{"result": [[hit, ...], ...]}``, one list
 per query, where a hit is ``{"document": {"id": ..., "contents": "Title\\ntext"}, "score": s}`` (or the bare document
-when scores were not asked for).
+when scores were not asked for). Answers of any other shape raise ``RetrievalServerError`` naming what was wrong.
+
+Each search takes at most ``total_timeout_s``, whatever the server does: every attempt gets what is left of it, and
+a watchdog closes the connection when it runs out (a server that accepts and never answers, or answers a byte at a
+time, cannot stall a rollout for ``timeout_s x retries``).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
+import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 
 from craft_pl.envs.search_qa.retrieval import Retriever
 from craft_pl.envs.search_qa.world import Passage
@@ -27,64 +33,150 @@ class RetrievalServerError(RuntimeError):
 
 
 class HTTPRetriever(Retriever):
-    """Asks a retrieval server over HTTP, with a timeout per request and retries with exponential backoff."""
+    """Asks a retrieval server over HTTP, with a timeout per request, retries with exponential backoff, and a bound
+    on the total time of one search."""
 
     def __init__(self, url: str = "http://127.0.0.1:8000/retrieve", timeout_s: float = 10.0, retries: int = 3,
-                 backoff_s: float = 0.5) -> None:
+                 backoff_s: float = 0.5, total_timeout_s: float = 30.0) -> None:
         """
         Args:
             url: Address of the server's retrieve endpoint.
             timeout_s: Seconds to wait for one answer.
             retries: Further attempts after a failed request (0 = try once).
             backoff_s: Wait before the first retry; it doubles for each further one.
+            total_timeout_s: Most seconds one search may take, all attempts and waits included.
         """
-        if not url.startswith(("http://", "https://")):
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"HTTPRetriever: url={url!r} is invalid; use an http(s) address such as "
                              "http://127.0.0.1:8000/retrieve")
-        if timeout_s <= 0 or retries < 0 or backoff_s < 0:
-            raise ValueError("HTTPRetriever: timeout_s must be > 0, retries and backoff_s >= 0")
+        if timeout_s <= 0 or total_timeout_s <= 0 or retries < 0 or backoff_s < 0:
+            raise ValueError("HTTPRetriever: timeout_s and total_timeout_s must be > 0, retries and backoff_s >= 0")
         self.url = url
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
+        self.total_timeout_s = total_timeout_s
+        self._connection_type = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        self._host, self._port = parts.hostname, parts.port
+        self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
-    def _post(self, payload: dict) -> dict:
+    def _exchange(self, body: bytes, deadline: float) -> tuple[int, bytes]:
+        """One POST: ``(status, body)``; raises ``TimeoutError`` when the deadline passes, ``OSError`` otherwise."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no time left within total_timeout_s={self.total_timeout_s}")
+        connection = self._connection_type(self._host, self._port, timeout=min(self.timeout_s, left))
+        expired = threading.Event()
+
+        def abort() -> None:  # wakes a blocked read: the server keeps the connection open but sends nothing
+            expired.set()
+            try:
+                connection.sock.shutdown(socket.SHUT_RDWR)
+            except (AttributeError, OSError):
+                pass
+
+        watchdog = threading.Timer(left, abort)
+        watchdog.daemon = True
+        try:
+            connection.connect()
+            watchdog.start()
+            connection.request("POST", self._path, body=body, headers={"Content-Type": "application/json"})
+            response = connection.getresponse()
+            return response.status, response.read()
+        except (OSError, http.client.HTTPException) as error:
+            if expired.is_set() or time.monotonic() >= deadline:
+                raise TimeoutError(f"no complete answer within total_timeout_s={self.total_timeout_s}") from error
+            raise OSError(f"{type(error).__name__}: {error}") from error
+        finally:
+            watchdog.cancel()
+            connection.close()
+
+    def _post(self, payload: dict) -> object:
         body = json.dumps(payload).encode("utf-8")
-        last_error: Exception | None = None
+        started = time.monotonic()
+        deadline = started + self.total_timeout_s
+        last_error = ""
         attempts = 0
         for attempt in range(self.retries + 1):
-            attempts += 1
             if attempt:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
-            request = urllib.request.Request(self.url, data=body, method="POST",
-                                             headers={"Content-Type": "application/json"})
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                    return json.loads(response.read().decode("utf-8"))
-            except urllib.error.HTTPError as error:
-                last_error = error
-                if 400 <= error.code < 500:  # the server is up but refuses the request: retrying cannot help
+                pause = self.backoff_s * 2 ** (attempt - 1)
+                if time.monotonic() + pause >= deadline:
+                    last_error += f"; no time left for a retry within total_timeout_s={self.total_timeout_s}"
                     break
-            except (urllib.error.URLError, OSError, ValueError) as error:
-                last_error = error
+                time.sleep(pause)
+            attempts += 1
+            try:
+                status, answer = self._exchange(body, deadline)
+            except TimeoutError as error:
+                last_error = str(error)
+                break
+            except OSError as error:
+                last_error = str(error)
+                continue
+            if status == 200:
+                try:
+                    return json.loads(answer.decode("utf-8"))
+                except ValueError as error:
+                    last_error = f"the answer is not JSON ({error}): {answer[:200]!r}"
+                    continue
+            last_error = f"HTTP {status}: {answer[:300].decode('utf-8', 'replace')}"
+            if 400 <= status < 500:  # the server is up but refuses the request: retrying cannot help
+                break
         raise RetrievalServerError(
-            f"retrieval server at {self.url} failed after {attempts} attempt(s): {last_error!r}; "
-            f"{SERVER_HINT}"
+            f"retrieval server at {self.url} failed after {attempts} attempt(s) in "
+            f"{time.monotonic() - started:.1f}s: {last_error}; {SERVER_HINT}"
         )
 
     def retrieve(self, queries: list[str], top_k: int) -> list[list[Passage]]:
         if not queries:
             return []
         answer = self._post({"queries": list(queries), "topk": int(top_k), "return_scores": True})
-        results = answer.get("result") if isinstance(answer, dict) else None
-        if not isinstance(results, list) or len(results) != len(queries):
-            raise RetrievalServerError(f"retrieval server at {self.url} answered {str(answer)[:200]!r}, not "
-                                       f"{{'result': [one list per query]}} for {len(queries)} queries")
-        return [[_passage(hit) for hit in hits[:top_k]] for hits in results]
+        try:
+            return parse_answer(answer, len(queries), top_k)
+        except ValueError as error:
+            raise RetrievalServerError(f"retrieval server at {self.url} broke the Search-R1 protocol: {error}; "
+                                       "expected {'result': [[{'document': {'id', 'contents'}, 'score'}, ...], "
+                                       "...]} with one list per query") from None
 
 
-def _passage(hit: dict) -> Passage:
-    document = hit.get("document", hit) if isinstance(hit, dict) else {}
-    contents = str(document.get("contents", ""))
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def parse_answer(answer: object, num_queries: int, top_k: int) -> list[list[Passage]]:
+    """The passages of a ``/retrieve`` answer, at most ``top_k`` per query (raises ``ValueError`` naming the first
+    thing that does not follow the protocol)."""
+    if not isinstance(answer, dict) or "result" not in answer:
+        raise ValueError(f"the answer is {_show(answer)}, expected a dict with a 'result' list")
+    results = answer["result"]
+    if not isinstance(results, list):
+        raise ValueError(f"result is {_show(results)}, expected a list with one list of documents per query")
+    if len(results) != num_queries:
+        raise ValueError(f"result has {len(results)} lists for {num_queries} queries")
+    passages = []
+    for i, hits in enumerate(results):
+        if not isinstance(hits, list):
+            raise ValueError(f"result[{i}] is {_show(hits)}, expected a list of documents")
+        passages.append([_passage(hit, f"result[{i}][{j}]") for j, hit in enumerate(hits[:top_k])])
+    return passages
+
+
+def _passage(hit: object, where: str) -> Passage:
+    """A hit is ``{"document": document, "score": s}`` or the bare document ``{"id": ..., "contents": str}``."""
+    if not isinstance(hit, dict):
+        raise ValueError(f"{where} is {_show(hit)}, expected a document (a dict with a string 'contents')")
+    document = hit
+    if "document" in hit:
+        document, where = hit["document"], f"{where}['document']"
+        if not isinstance(document, dict):
+            raise ValueError(f"{where} is {_show(document)}, expected a dict with a string 'contents'")
+    contents = document.get("contents")
+    if not isinstance(contents, str):
+        raise ValueError(f"{where}['contents'] is {_show(contents)}, expected a string 'Title\\ntext'")
+    doc_id = document.get("id", "")
+    if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):
+        raise ValueError(f"{where}['id'] is {_show(doc_id)}, expected a string or an integer")
     title, _, text = contents.partition("\n")
-    return Passage(str(document.get("id", "")), title.strip().strip('"'), text.strip())
+    return Passage(str(doc_id), title.strip().strip('"'), text.strip())

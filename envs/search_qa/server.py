@@ -6,33 +6,77 @@
 ``POST /retrieve`` takes ``{"queries": [...], "topk": k, "return_scores": bool}`` and answers
 ``{"result": [[{"document": {"id", "contents"}, "score": s}, ...], ...]}`` (bare documents without scores), as
 Search-R1's server does; ``GET /health`` answers ``{"status": "ok", "passages": n}``.
+
+Every request is bounded: its body (``ServerLimits.max_body_bytes``, else 413), its queries (``max_queries``, else
+413) and ``topk`` (``max_topk``, else 400); a connection silent for ``read_timeout_s`` is dropped; any malformed
+body (bad ``Content-Length``, invalid or too deeply nested JSON, wrong fields) gets a 400 with the reason. Queries
+of a batch are ranked one at a time under the lock, so a large batch never holds off a small concurrent request.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import socket
 import threading
+import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from craft_pl.envs.search_qa.retrieval import BM25Retriever, load_corpus
 from craft_pl.envs.search_qa.world import build_world
 
-MAX_TOPK = 100
+_DRAIN_S = 2.0  # after refusing an oversized body, read (and drop) the rest for this long so the client sees the 413
+_DRAIN_BYTES = 64 << 20
 
 
-def answer(retriever: BM25Retriever, request: dict) -> dict:
-    """The protocol's answer to one decoded request (raises ``ValueError`` on a malformed one)."""
+@dataclass(frozen=True)
+class ServerLimits:
+    """What one request may ask of the server."""
+
+    max_body_bytes: int = 1 << 20  # request body size (1 MiB); larger bodies get a 413
+    max_queries: int = 256  # queries per request; more get a 413
+    max_topk: int = 50  # largest ``topk``; larger ones get a 400
+    read_timeout_s: float = 10.0  # a connection that sends nothing for this long is dropped
+
+    def __post_init__(self) -> None:
+        if min(self.max_body_bytes, self.max_queries, self.max_topk) < 1 or not self.read_timeout_s > 0:
+            raise ValueError(f"ServerLimits: every limit must be positive, got {self}")
+
+
+class RequestError(ValueError):
+    """A request the server refuses, with the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def answer(retriever: BM25Retriever, request: object, limits: ServerLimits = ServerLimits(),
+           lock: threading.Lock | None = None) -> dict:
+    """The protocol's answer to one decoded request (raises ``RequestError`` on a malformed or oversized one).
+
+    ``lock``, when given, is held while one query is ranked, never across the whole batch."""
+    if not isinstance(request, dict):
+        raise RequestError(400, f"the body must be a JSON object, got {type(request).__name__}")
     queries, top_k = request.get("queries"), request.get("topk", 3)
     if not isinstance(queries, list) or not all(isinstance(q, str) for q in queries):
-        raise ValueError("'queries' must be a list of strings")
-    if not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOPK:
-        raise ValueError(f"'topk' must be an int in [1, {MAX_TOPK}]")
+        raise RequestError(400, "'queries' must be a list of strings")
+    if len(queries) > limits.max_queries:
+        raise RequestError(413, f"{len(queries)} queries in one request; the limit is {limits.max_queries} "
+                                "(send them in smaller batches)")
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= limits.max_topk:
+        raise RequestError(400, f"'topk' must be an int in [1, {limits.max_topk}], got {top_k!r}")
     with_scores = bool(request.get("return_scores", False))
     results = []
     for query in queries:
+        if lock is None:
+            ranking = retriever.ranking(query, top_k)
+        else:
+            with lock:
+                ranking = retriever.ranking(query, top_k)
         hits = []
-        for index, score in retriever.ranking(query, top_k):
+        for index, score in ranking:
             passage = retriever.passages[index]
             document = {"id": passage.doc_id, "contents": passage.contents}
             hits.append({"document": document, "score": score} if with_scores else document)
@@ -40,18 +84,66 @@ def answer(retriever: BM25Retriever, request: dict) -> dict:
     return {"result": results}
 
 
-def make_server(retriever: BM25Retriever, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
+def _content_length(header: str | None, limit: int) -> int:
+    """The body size a request declares (raises ``RequestError`` unless it is a whole number within the limit)."""
+    if header is None:
+        raise RequestError(400, "a Content-Length header is required")
+    digits = header.strip()
+    if not (digits.isascii() and digits.isdigit()):
+        raise RequestError(400, f"Content-Length must be a non-negative integer, got {header[:40]!r}")
+    if len(digits) > 18 or int(digits) > limit:
+        raise RequestError(413, f"the body (Content-Length {digits[:20]}) is over the limit of {limit} bytes "
+                                "(max_body_bytes)")
+    return int(digits)
+
+
+def make_server(retriever: BM25Retriever, host: str = "127.0.0.1", port: int = 8000,
+                limits: ServerLimits = ServerLimits()) -> ThreadingHTTPServer:
     """A server bound to ``(host, port)`` (port 0 = a free one; read it from ``server.server_address``)."""
-    lock = threading.Lock()  # the ranking cache is a plain dict
+    lock = threading.Lock()  # the ranking cache is a plain dict: one query is ranked at a time
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = limits.read_timeout_s  # every read of the connection (request line, headers, body)
+
         def _send(self, code: int, payload: dict) -> None:
             body = json.dumps(payload).encode("utf-8")
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
+            if code >= 400:
+                self.send_header("Connection", "close")
+                self.close_connection = True
             self.end_headers()
             self.wfile.write(body)
+
+        def _drain(self) -> None:
+            """Reads what the client still sends (for a while), so closing does not reset the error answer away."""
+            try:
+                self.connection.shutdown(socket.SHUT_WR)
+                deadline, drained = time.monotonic() + _DRAIN_S, 0
+                while drained < _DRAIN_BYTES and (left := deadline - time.monotonic()) > 0:
+                    self.connection.settimeout(left)
+                    chunk = self.connection.recv(1 << 16)
+                    if not chunk:
+                        break
+                    drained += len(chunk)
+            except OSError:
+                pass
+
+        def _read_body(self, length: int) -> object:
+            try:
+                body = self.rfile.read(length)
+            except TimeoutError:
+                raise RequestError(408, f"the body did not arrive within read_timeout_s={limits.read_timeout_s}") \
+                    from None
+            if len(body) < length:
+                raise RequestError(400, f"the body ended after {len(body)} of {length} bytes")
+            try:
+                return json.loads(body.decode("utf-8"))
+            except RecursionError:
+                raise RequestError(400, "the body is nested too deeply") from None
+            except ValueError as error:  # invalid UTF-8 or JSON
+                raise RequestError(400, f"the body is not valid JSON: {error}") from None
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             if self.path.rstrip("/") == "/health":
@@ -64,12 +156,18 @@ def make_server(retriever: BM25Retriever, host: str = "127.0.0.1", port: int = 8
                 self._send(404, {"error": f"unknown path {self.path}; use POST /retrieve"})
                 return
             try:
-                length = int(self.headers.get("Content-Length", 0))
-                request = json.loads(self.rfile.read(length).decode("utf-8"))
-                with lock:
-                    payload = answer(retriever, request)
-            except (ValueError, AttributeError) as error:
-                self._send(400, {"error": str(error)})
+                length = _content_length(self.headers.get("Content-Length"), limits.max_body_bytes)
+            except RequestError as error:  # the body stays unread: drain it so that the client reads the answer
+                self._send(error.status, {"error": str(error)})
+                self._drain()
+                return
+            try:
+                payload = answer(retriever, self._read_body(length), limits, lock)
+            except RequestError as error:
+                self._send(error.status, {"error": str(error)})
+                return
+            except Exception as error:  # noqa: BLE001 - a bug or a failing retriever: answer, keep serving
+                self._send(500, {"error": f"{type(error).__name__}: {error}"})
                 return
             self._send(200, payload)
 
@@ -80,6 +178,7 @@ def make_server(retriever: BM25Retriever, host: str = "127.0.0.1", port: int = 8
 
 
 def main(argv: list[str] | None = None) -> None:
+    defaults = ServerLimits()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (0 = any free port; default 8000)")
@@ -88,12 +187,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="built-in corpus: world seed")
     parser.add_argument("--look-alike-rate", type=float, default=0.3, help="built-in corpus: look-alike names")
     parser.add_argument("--landmark-rate", type=float, default=0.3, help="built-in corpus: landmark distractors")
+    parser.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes,
+                        help=f"largest request body; larger get a 413 (default {defaults.max_body_bytes})")
+    parser.add_argument("--max-queries", type=int, default=defaults.max_queries,
+                        help=f"most queries per request; more get a 413 (default {defaults.max_queries})")
+    parser.add_argument("--max-topk", type=int, default=defaults.max_topk,
+                        help=f"largest topk; larger get a 400 (default {defaults.max_topk})")
+    parser.add_argument("--read-timeout-s", type=float, default=defaults.read_timeout_s,
+                        help=f"drop a connection silent this long (default {defaults.read_timeout_s})")
     args = parser.parse_args(argv)
+    limits = ServerLimits(args.max_body_bytes, args.max_queries, args.max_topk, args.read_timeout_s)
     if args.corpus:
         passages = load_corpus(args.corpus)
     else:
         passages = build_world(args.num_entities, args.seed, args.look_alike_rate, args.landmark_rate).passages
-    server = make_server(BM25Retriever(passages), args.host, args.port)
+    server = make_server(BM25Retriever(passages), args.host, args.port, limits)
     host, port = server.server_address[:2]
     print(f"serving {len(passages)} passages at http://{host}:{port}/retrieve", flush=True)
     try:
