@@ -36,7 +36,7 @@ def parse_action(text: object) -> tuple[str | None, bool]:
         searches, answers = body.count("<search>"), body.count("<answer>")
         if (searches and answers) or searches > 1 or answers > 1:
             return None, False
-        match = _ACTION.search(body)
+        match = _ACTION.search(body)  # linear: at most one opening tag is left to scan from (checked above)
         if match is None:
             return None, False
         argument = " ".join(match.group(2).split())
