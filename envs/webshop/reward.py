@@ -1,91 +1,176 @@
-"""WebShop's purchase reward (``web_agent_site/engine/goal.py``), re-implemented from its documented behaviour.
+"""WebShop's purchase reward, re-implemented rule for rule from ``web_agent_site/engine/goal.py`` and ``normalize.py``.
 
-``R = r_type * (attribute matches + option matches + r_price) / (len(goal attributes) + len(goal options) + 1)``;
-an episode is won when ``R == 1.0``. Fuzzy matching is ``rapidfuzz.fuzz.token_set_ratio`` with thefuzz's default
-preprocessing (lower-case, non-alphanumerics to spaces), which is what WebShop's ``thefuzz`` calls do. ``r_type`` uses
-the products' stored type nouns instead of spaCy POS tags.
+``R = r_type * (attribute matches + option matches + r_price) / (len(goal attributes) + len(goal options) + 1)``
+(computed in that order: the fraction first, then ``*= r_type``); an episode is won when ``R == 1.0``.
+
+Rules matched (WebShop file and function each comes from):
+
+- Fuzzy scores (``goal.py`` calls ``thefuzz.fuzz.token_set_ratio``): thefuzz >= 0.20 deletes the characters
+  U+0080..U+00FF (``utils.full_process(force_ascii=True)``), then applies rapidfuzz's ``default_process``
+  (non-alphanumerics to spaces, lower-case, strip), calls ``rapidfuzz.fuzz.token_set_ratio`` and returns
+  ``int(round(score))``. Python's ``round`` rounds half to even, so ``85.1 -> 85`` and ``85.5 -> 86``:
+  ``score > 85`` passes exactly when the unrounded score is at least 85.5. ``fuzzy`` does the same.
+- Attribute matches (``goal.py:get_attribute_reward``): a goal attribute counts once if
+  ``token_set_ratio(product attribute, goal attribute) > 85`` for some product attribute, else if it is a substring
+  of the lower-cased title, the space-joined lower-cased bullet points or the lower-cased description.
+- Option matches (``goal.py:get_option_reward``): the loop runs over the *purchased* options, not the goal's. Both
+  sides are colour-normalised first. A purchased option named ``size`` (case-insensitive; WebShop's
+  ``EXACT_MATCH_OPTS``) matches when its value equals a goal option value; any other option matches when
+  ``token_set_ratio(goal value, purchased value) > 85`` for some goal value. An unmatched purchased value still counts
+  when it is a substring of the lower-cased title, bullet points or description. So the count can exceed the number
+  of goal options, and ``R`` can exceed 1 (then the purchase is not a win), exactly as in WebShop; with
+  ``options_per_goal`` below the product's option count this can happen here when the agent also picks an option
+  the goal did not ask for and its value occurs in the product text.
+- Colour normalisation (``normalize.py:normalize_color``): the first entry of WebShop's alphabetical ``COLOR_SET``
+  that is a plain, case-sensitive substring of the value, else the value unchanged. There is no compound-colour
+  preference and no word boundary (``"navy blue" -> "blue"``, ``"rose gold" -> "gold"``, ``"standard" -> "tan"``).
+- Type reward (``goal.py:get_type_reward``): ``query_match`` is ``==`` on the queries; ``category_match`` splits both
+  ``product_category`` strings on ``›``, strips each part (no lower-casing, empty parts kept) and needs at least 2
+  shared parts; ``title_score`` is (unique shared lower-cased nouns) / (number of goal nouns *with repeats*), 0.2
+  for a goal without nouns; then ``r_type`` is 1.0, 0.5 when none of the three matches (``title_score > 0.2``),
+  0.1 when ``title_score < 0.1``, 0.0 when ``title_score == 0``.
+- Price (``goal.py:get_reward``): ``r_price = price <= price_upper``, added as 0/1.
+
+Departures (each with its reason):
+
+- The nouns of ``title_score`` are the product type's stored nouns (``ProductType.nouns``, e.g. ``("yoga",
+  "pants")``), not the NOUN/PROPN/PNOUN tokens that spaCy's ``en_core_web_lg`` tags in the product's and the goal's
+  names (titles). The spaCy model downloads from GitHub, which is unreachable offline, and tagging every purchase
+  would be slow; in synthetic titles the brand and attribute words would also count as nouns. The counting around the
+  nouns (lower-casing, set intersection, denominator with repeats) is WebShop's.
+- WebShop sets ``r_price`` to ``None`` when ``price_upper <= 0`` (and then fails adding it); here ``price_upper`` is
+  always positive (a ``PRICE_RANGE`` value or ``NO_PRICE_LIMIT``), so ``r_price`` is always a bool.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from rapidfuzz import fuzz, utils
-
-from craft_pl.envs.webshop.vocab import NORMALIZED_COLORS
 
 PRICE_RANGE: tuple[float, ...] = tuple(float(v) for v in range(10, 1000, 10))
 """Candidate price ceilings of synthetic goals (10, 20, ..., 990)."""
 NO_PRICE_LIMIT = 1e6
 """``price_upper`` of a goal whose product is too expensive for ``PRICE_RANGE`` (no price text in the goal)."""
 FUZZ_THRESHOLD = 85
-_COLOR_PATTERNS = tuple((c, re.compile(rf"(?<![a-z0-9]){re.escape(c)}(?![a-z0-9])")) for c in NORMALIZED_COLORS)
+"""A fuzzy match needs the integer ``token_set_ratio`` to be strictly above this."""
+EXACT_MATCH_OPTIONS: tuple[str, ...] = ("size",)
+"""Purchased options with these (lower-cased) names match goal options by equality, not fuzzily."""
+WEBSHOP_COLORS: tuple[str, ...] = tuple(
+    """
+    alabaster apricot aqua ash asphalt azure banana beige black blue blush bordeaux bronze brown burgundy camel camo
+    caramel champagne charcoal cheetah chestnut chocolate christmas coffee cognac copper coral cranberry cream crystal
+    dark denim eggplant elephant espresso fuchsia gold granite grape graphite grass gray green grey heather indigo
+    ivory ivy khaki lavender lemon leopard light lilac lime magenta maroon mauve merlot midnight mint mocha multicolor
+    mushroom mustard natural navy nude olive orange peach pewter pink plum purple rainbow red rose royal rust sand
+    sapphire seashell silver skull slate steel stone stonewash sunflower tan taupe teal tiger turquoise violet walnut
+    wheat white wine yellow
+    """.split()
+)
+"""WebShop's ``COLOR_SET`` (``normalize.py``) in its (alphabetical) order: ``normalize_color`` takes the first hit."""
+
+_DROP_LATIN1 = {code: None for code in range(128, 256)}
+
+
+def thefuzz_round(score: float) -> int:
+    """thefuzz's conversion of a rapidfuzz score: ``int(round(score))`` (Python rounds halves to even)."""
+    return int(round(score))
+
+
+def full_process(text: str) -> str:
+    """thefuzz's ``full_process(text, force_ascii=True)``: drop U+0080..U+00FF, then rapidfuzz's ``default_process``."""
+    return utils.default_process(str(text).translate(_DROP_LATIN1))
+
+
+def fuzzy(a: str, b: str) -> int:
+    """``thefuzz.fuzz.token_set_ratio(a, b)``: an integer in 0..100."""
+    if a is None or b is None:
+        return 0
+    return thefuzz_round(fuzz.token_set_ratio(full_process(a), full_process(b)))
 
 
 def normalize_color(text: str) -> str:
-    """The first colour of the fixed list occurring in ``text`` (as whole words), else ``text`` unchanged."""
-    low = text.lower()
-    for colour, pattern in _COLOR_PATTERNS:
-        if pattern.search(low):
+    """WebShop's ``normalize_color``: the first ``WEBSHOP_COLORS`` entry that is a substring of ``text``, else it."""
+    for colour in WEBSHOP_COLORS:
+        if colour in text:
             return colour
     return text
 
 
-def fuzzy(a: str, b: str) -> float:
-    """``token_set_ratio`` with thefuzz's default preprocessing."""
-    return fuzz.token_set_ratio(a, b, processor=utils.default_process)
-
-
-def _category_parts(category: str) -> set[str]:
-    return {part.strip().lower() for part in category.split("›") if part.strip()}
+def category_parts(category: str) -> set[str]:
+    """The parts of a ``"a › b › c"`` category, stripped (not lower-cased; an empty part is kept, as in WebShop)."""
+    return {part.strip() for part in category.split("›")}
 
 
 def title_score(product_nouns: Iterable[str], goal_nouns: Iterable[str]) -> float:
-    """Share of the goal's name nouns that the product's name also has (0.2 when the goal has none)."""
-    goal = {n.lower() for n in goal_nouns}
-    if not goal:
+    """Unique shared (lower-cased) nouns over the goal's noun count, repeats included (0.2 when the goal has none)."""
+    desired = [noun.lower() for noun in goal_nouns]
+    if not desired:
         return 0.2
-    return len(goal & {n.lower() for n in product_nouns}) / len(goal)
+    return len({noun.lower() for noun in product_nouns} & set(desired)) / len(desired)
 
 
 def type_reward(product: Any, goal: Any) -> float:
     """``r_type``: 1.0, lowered to 0.5 without any query/category/title match, 0.1 below 0.1 title score, 0 at 0."""
     query_match = product.query == goal.query
-    category_match = len(_category_parts(product.product_category) & _category_parts(goal.product_category)) >= 2
+    category_match = len(category_parts(product.product_category) & category_parts(goal.product_category)) >= 2
     score = title_score(product.name_nouns, goal.name_nouns)
     r_type = 1.0
     if not (query_match or category_match or score > 0.2):
         r_type = 0.5
     if score < 0.1:
         r_type = 0.1
-    if score == 0:
+    if score == 0.0:
         r_type = 0.0
     return r_type
 
 
+def _product_texts(product: Any) -> tuple[str, str, str]:
+    """Lower-cased title, space-joined bullet points and description (where a missed value may still be found)."""
+    return product.title.lower(), " ".join(product.bullet_points).lower(), product.description.lower()
+
+
 def attribute_matches(product: Any, goal_attributes: Iterable[str]) -> int:
     """Goal attributes the product has: fuzzy match to one of its attributes, or a substring of its texts."""
-    title = product.title.lower()
-    bullets = " ".join(product.bullet_points).lower()
-    description = product.description.lower()
+    texts = _product_texts(product)
     count = 0
     for wanted in goal_attributes:
         if any(fuzzy(have, wanted) > FUZZ_THRESHOLD for have in product.attributes):
             count += 1
-        elif wanted in title or wanted in bullets or wanted in description:
+        elif any(wanted in text for text in texts):
             count += 1
     return count
 
 
-def option_matches(chosen_options: Iterable[str], goal_options: Iterable[str]) -> int:
-    """Goal option values matched (once each) by a chosen option value, after colour normalisation."""
-    chosen = [normalize_color(o) for o in chosen_options]
+def _named_values(options: Mapping[str, str] | Iterable[Any]) -> list[tuple[str, str]]:
+    """``(name, value)`` pairs from a ``{name: value}`` mapping, ``(name, value)`` pairs or bare values (name "")."""
+    if isinstance(options, Mapping):
+        return [(str(name), value) for name, value in options.items()]
+    return [("", item) if isinstance(item, str) else (str(item[0]), item[1]) for item in options]
+
+
+def option_matches(chosen_options: Mapping[str, str] | Iterable[Any], goal_options: Iterable[Any],
+                   product: Any = None) -> int:
+    """Purchased options that match (WebShop's ``get_option_reward``; see the module docstring).
+
+    ``chosen_options``: ``{name: value}``, ``(name, value)`` pairs, or bare values (matched fuzzily, as WebShop does
+    for every option not named ``size``). ``goal_options``: values, or ``(name, value)`` pairs (names ignored, as
+    WebShop passes only the values). ``product``: where an unmatched purchased value is looked up in the title,
+    bullet points and description; ``None`` skips that look-up.
+    """
+    wanted = [normalize_color(value) for _, value in _named_values(goal_options)]
+    texts = _product_texts(product) if product is not None else ()
     count = 0
-    for wanted in (normalize_color(o) for o in goal_options):
-        if any(fuzzy(have, wanted) > FUZZ_THRESHOLD for have in chosen):
-            count += 1
+    for name, value in _named_values(chosen_options):
+        value = normalize_color(value)
+        if name.lower() in EXACT_MATCH_OPTIONS:
+            matched = value in wanted
+        else:
+            matched = any(fuzzy(goal_value, value) > FUZZ_THRESHOLD for goal_value in wanted)
+        if not matched and any(value in text for text in texts):
+            matched = True
+        count += matched
     return count
 
 
@@ -112,12 +197,13 @@ def get_reward(product: Any, goal: Any, price: float, options: Mapping[str, str]
     ``bullet_points`` and ``description``.
     """
     r_type = type_reward(product, goal)
-    goal_values = [value for _, value in goal.goal_options]
+    goal_values = [value for _, value in _named_values(goal.goal_options)]
     n_attr = attribute_matches(product, goal.attributes)
-    n_opt = option_matches(list(options.values()), goal_values)
-    r_price = price <= goal.price_upper
-    total = r_type * (n_attr + n_opt + int(r_price)) / (len(goal.attributes) + len(goal_values) + 1)
-    return Reward(r_type, n_attr, n_opt, bool(r_price), float(total))
+    n_opt = option_matches(options, goal_values, product)
+    r_price = bool(price <= goal.price_upper)
+    total = (n_attr + n_opt + int(r_price)) / (len(goal.attributes) + len(goal_values) + 1)
+    total *= r_type
+    return Reward(r_type, n_attr, n_opt, r_price, float(total))
 
 
 def price_upper(price: float, rng: Any) -> float:
