@@ -13,6 +13,8 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from craft_pl.rollout.watchdog import clear_stop, request_stop
+
 log = logging.getLogger(__name__)
 
 
@@ -38,21 +40,39 @@ class InterruptCheckpoint(Callback):
         self.saved_path: Path | None = None
         self._stop_requested = False
         self._previous_sigint = None
+        self._previous_sigterm = None
 
     # Ctrl-C: a KeyboardInterrupt raised at an arbitrary bytecode can land in a finalizer or a loader's cleanup,
     # where Python prints it and carries on. So the first Ctrl-C only asks to stop; the stop is raised at the next
     # mini-batch end, where Lightning's interrupt handling (and ``on_exception`` below) runs. A second one stops now.
+    # The first Ctrl-C and SIGTERM (which Lightning only notes, for the next batch end) also request a stop from the
+    # environment watchdog (``craft_pl.rollout.watchdog``): an environment call that is waited on, even a hung one,
+    # raises at once, so a rollout that never ends still stops through the same interrupt path.
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._stop_requested = False
+        clear_stop()
         if self.enabled and threading.current_thread() is threading.main_thread():
             self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Wrap Lightning's SIGTERM handler, registered after ``on_fit_start`` (and restored by Lightning at the end
+        of fit); the module's first evaluation runs after this hook. Also when disabled: a hung call must still stop."""
+        main = threading.current_thread() is threading.main_thread()
+        if main and signal.getsignal(signal.SIGTERM) != self._on_sigterm:
+            self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        request_stop(SIGTERMException)
+        if callable(self._previous_sigterm):
+            self._previous_sigterm(signum, frame)
 
     def _on_sigint(self, signum, frame) -> None:
         if self._stop_requested:
             signal.signal(signal.SIGINT, self._previous_sigint or signal.default_int_handler)
             raise KeyboardInterrupt
         self._stop_requested = True
-        print("\nCtrl-C: stopping after this mini-batch and saving the last completed RL step "
+        request_stop(KeyboardInterrupt)
+        print("\nCtrl-C: stopping after this mini-batch or environment call and saving the last completed RL step "
               "(press Ctrl-C again to stop at once)", flush=True)
 
     def _stop_if_requested(self) -> None:
@@ -66,9 +86,15 @@ class InterruptCheckpoint(Callback):
         self._stop_if_requested()
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self._previous_sigint is not None and threading.current_thread() is threading.main_thread():
+        clear_stop()
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if self._previous_sigint is not None:
             signal.signal(signal.SIGINT, self._previous_sigint)
             self._previous_sigint = None
+        if self._previous_sigterm is not None and signal.getsignal(signal.SIGTERM) == self._on_sigterm:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+        self._previous_sigterm = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Lightning saves a checkpoint after validation when validation ends an epoch, which is before the epoch
@@ -86,6 +112,7 @@ class InterruptCheckpoint(Callback):
         self._snapshot = buffer.getvalue()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        clear_stop()  # the stop is under way; a later run in this process starts clean
         if not self.enabled or not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             return
         if self._snapshot is None:

@@ -176,6 +176,8 @@ class ExperienceNeeds:
     """Score every row with the reference (the objective has a KL term)."""
     teacher_logp: bool
     """Score every row with the privileged teacher (the objective has a distillation term)."""
+    old_logp_in_prepare: bool
+    """Some group-level preparation reads ``old_logp`` (so it must be scored before the update even on-policy)."""
     prepare: Callable[[RolloutBatch], None]
     """Group-level work once per RL step, on the whole step's rows (advantages, sibling statistics)."""
     report: Callable[[dict[str, float]], None]
@@ -195,3 +197,6 @@ class EnvironmentFacts:
     start and the tokenizer corpus."""
     evaluate: Callable[[], list[list[Trajectory]]]
     """Runs the validation panel now: ``[plain episodes, privileged episodes (empty when not run)]``."""
+    hint_is_reliable: Callable[[Task], bool] = lambda task: True
+    """Whether a task's privileged hint is correct (``AgentEnv.hint_is_reliable``; the environment's
+    ``hint_reliability`` makes the others mislead), for splitting the privileged evaluation."""

@@ -7,15 +7,26 @@
   datamodule's state).
 - The run's configuration, so that a resume with settings that change results is refused, and ``export`` can rebuild
   the policy from the checkpoint alone.
+- A digest (sha256) of every tensor and value it restores (``craft_digest``), verified when the checkpoint is loaded.
+
+Checkpoints are read with ``torch.load(weights_only=True)`` only (``load_checkpoint``): a checkpoint holds tensors and
+plain Python values, so a file that needs any other type is refused before anything in it runs.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import pickle
 import random
-from typing import Any
+import re
+from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 RESUME_SAFE_KEYS = (
     "ckpt_path",
@@ -35,6 +46,8 @@ RESUME_SAFE_KEYS = (
     "trainer.log_every_n_steps",
     "rollout_metrics",
     "credit_inspector",
+    "data.env_step_timeout_s",
+    "data.env.init_args.retrieval_total_timeout_s",
 )
 """Keys that may differ between a checkpoint and the run resuming it: length, output and progress settings only."""
 
@@ -112,3 +125,151 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
     keys = sorted(set(old) | set(new))
     return [f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}" for k in keys
             if not _is_safe(k) and old.get(k, "<unset>") != new.get(k, "<unset>")]
+
+
+# ---------------------------------------------------------------------------------------------- integrity and loading
+DIGEST_KEY = "craft_digest"
+UNDIGESTED_KEYS = frozenset({"epoch", "global_step", "pytorch-lightning_version", "legacy_pytorch-lightning_version",
+                             "loops", "callbacks", "hparams_name", "hyper_parameters", "hparams_type", DIGEST_KEY})
+"""Top-level keys a digest leaves out: Lightning's bookkeeping (which its own migrations may rewrite on load)."""
+PRIMITIVES = (str, int, float, bool, type(None))
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable, unsafe or corrupt; the message is one line naming the file."""
+
+
+def _leaves(tree: Any, path: str) -> Iterator[tuple[str, Any]]:
+    """``(path, leaf)`` for every leaf of nested dicts, lists and tuples (lists and tuples alike, in order)."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _leaves(value, f"{path}[{key!r}]")
+    elif isinstance(tree, (list, tuple)):
+        for index, value in enumerate(tree):
+            yield from _leaves(value, f"{path}[{index}]")
+    else:
+        yield path, tree
+
+
+def _tensor_digest(tensor: torch.Tensor) -> str:
+    data = tensor.detach().cpu().contiguous().reshape(-1)
+    digest = hashlib.sha256(f"{data.dtype}{tuple(tensor.shape)}|".encode())
+    digest.update(data.view(torch.uint8).numpy() if data.numel() else b"")
+    return digest.hexdigest()[:32]
+
+
+def tree_digests(tree: dict[str, Any]) -> dict[str, str]:
+    """A sha256 (128 bits, hex) per tensor of ``tree``, keyed by its path (``state_dict['...']``), and one per
+    top-level key over its other values (``"<key> values"``). Tensors that are not plain (sharded ``DTensor``,
+    quantized) are left out."""
+    digests: dict[str, str] = {}
+    for key, section in tree.items():
+        values = hashlib.sha256()
+        for path, leaf in _leaves(section, str(key)):
+            if type(leaf) in (torch.Tensor, torch.nn.Parameter) and not leaf.is_meta:
+                digests[path] = _tensor_digest(leaf)
+            elif isinstance(leaf, PRIMITIVES):
+                values.update(f"{path}={type(leaf).__name__}:{leaf!r};".encode())
+        digests[f"{key} values"] = values.hexdigest()[:32]
+    return digests
+
+
+def checkpoint_digest(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """What ``on_save_checkpoint`` stores under ``DIGEST_KEY``: the digests of the restored sections."""
+    sections = sorted(str(key) for key in checkpoint if key not in UNDIGESTED_KEYS)
+    return {"algorithm": "sha256", "sections": sections,
+            "digests": tree_digests({key: checkpoint[key] for key in sections})}
+
+
+def _listing(paths: list[str]) -> str:
+    return ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+
+
+def digest_differences(stored: dict[str, str], current: dict[str, str]) -> str:
+    """What differs between two ``tree_digests``, in words (empty when nothing does)."""
+    changed = [path for path in stored if path in current and stored[path] != current[path]]
+    missing = [path for path in stored if path not in current]
+    unexpected = [path for path in current if path not in stored]
+    parts = [f"{len(changed)} of {len(stored)} entries do not match their sha256 digest: {_listing(changed)}"
+             if changed else "",
+             f"missing {_listing(missing)}" if missing else "",
+             f"not covered by the digest: {_listing(unexpected)}" if unexpected else ""]
+    return "; ".join(part for part in parts if part)
+
+
+def previous_checkpoint(path: str | Path) -> Path | None:
+    """The newest other ``.ckpt`` in the folder of ``path`` written before it (else the newest other one)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return None
+    others = sorted((p for p in path.parent.glob("*.ckpt") if p.name != path.name and p.is_file()),
+                    key=lambda p: p.stat().st_mtime, reverse=True)
+    mtime = path.stat().st_mtime if path.exists() else float("inf")
+    older = [p for p in others if p.stat().st_mtime <= mtime]
+    return (older or others or [None])[0]
+
+
+def corrupt(path: str | Path, what: str) -> CheckpointError:
+    """The error for a corrupt checkpoint: the file, what differs, and which checkpoint to use instead."""
+    previous = previous_checkpoint(path)
+    fix = (f"use the previous checkpoint in its folder instead: {previous}" if previous else
+           "no other checkpoint is in its folder: restore the file from a copy, or train again")
+    return CheckpointError(f"checkpoint {path} is corrupt: {what}; {fix}")
+
+
+def verify_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
+    """Check the checkpoint's tensors and values against its digest; one without a digest (written by craft_pl
+    before checkpoints carried one) is loaded with a warning.
+
+    Raises:
+        CheckpointError: ``checkpoint PATH is corrupt: <what differs>; <what to use instead>``.
+    """
+    record = checkpoint.get(DIGEST_KEY)
+    if record is None:
+        log.warning("checkpoint %s has no integrity digest (written by an older craft_pl): it is loaded unverified",
+                    path)
+        return
+    if not isinstance(record, dict) or not isinstance(record.get("digests"), dict):
+        raise corrupt(path, f"its {DIGEST_KEY} entry is unreadable")
+    sections = record.get("sections") or []
+    missing = [key for key in sections if key not in checkpoint]
+    if missing:
+        raise corrupt(path, f"sections {missing} are missing")
+    differences = digest_differences(record["digests"], tree_digests({key: checkpoint[key] for key in sections}))
+    if differences:
+        raise corrupt(path, differences)
+
+
+def error_summary(error: BaseException) -> str:
+    """``Type: first sentence`` of an exception's message (torch's run to paragraphs)."""
+    text = (str(error).strip().splitlines() or [""])[0].split(". ")[0]
+    return f"{type(error).__name__}: {text[:200]}"
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint at ``path``, read with ``weights_only=True`` onto the CPU and verified against its digest.
+
+    Raises:
+        CheckpointError: the file is missing, holds objects that are not checkpoint data (a crafted file: nothing in
+            it ran), cannot be read (truncated, damaged) or does not match its digest.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path} (no such file); pass --ckpt_path the path of a .ckpt file "
+                              "written by `python -m craft_pl fit` (in <trainer.default_root_dir>/**/checkpoints/)")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        if "weights only" not in str(error).lower():
+            raise corrupt(path, f"it cannot be unpickled ({error_summary(error)})") from None
+        raise CheckpointError(
+            f"checkpoint {path} was refused: it holds a Python object that is not checkpoint data "
+            f"({found.group(1) if found else 'an unsupported type'}) and could run code when loaded; nothing in it "
+            "ran. Load only checkpoints written by `python -m craft_pl fit`") from None
+    except Exception as error:  # truncated or damaged archive: torch names no file
+        raise corrupt(path, f"it cannot be read, it is truncated or damaged ({error_summary(error)})") from None
+    if not isinstance(checkpoint, dict):
+        raise corrupt(path, f"it holds a {type(checkpoint).__name__}, not a checkpoint dictionary")
+    verify_checkpoint(checkpoint, path)
+    return checkpoint

@@ -6,14 +6,16 @@ Logs and checkpoints go under ``trainer.default_root_dir`` (TensorBoard is Light
 from __future__ import annotations
 
 import inspect
+import math
 import sys
+import tempfile
+from pathlib import Path
 
-import torch
 import yaml
 from lightning.pytorch.cli import LightningCLI
 
 from craft_pl.callbacks import CreditInspector, EvaluationReport, InterruptCheckpoint
-from craft_pl.checkpointing import config_differences
+from craft_pl.checkpointing import CheckpointError, config_differences, load_checkpoint
 from craft_pl.datamodule import RolloutDataModule
 from craft_pl.distributed import explain_strategy_error
 from craft_pl.module import CraftModule, connect
@@ -52,10 +54,9 @@ class CraftCLI(LightningCLI):
     def before_fit(self) -> None:
         """Record the configuration; a resume whose results-changing settings differ from the checkpoint's is refused."""
         self.model.run_config = self._run_config()
+        self._trainer_loads_weights_only()
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
-        if not ckpt_path or ckpt_path in ("last", "best", "hpc", "registry"):
-            return
-        saved = torch.load(ckpt_path, map_location="cpu", weights_only=False).get("craft_config")
+        saved = self.checkpoint_config
         differences = config_differences(saved, self.model.run_config) if saved is not None else []
         if not differences:
             return
@@ -70,21 +71,87 @@ class CraftCLI(LightningCLI):
 
     def before_validate(self) -> None:
         self.model.run_config = self._run_config()
+        self._trainer_loads_weights_only()
 
     def before_test(self) -> None:
         self.model.run_config = self._run_config()
+        self._trainer_loads_weights_only()
+
+    def parse_arguments(self, parser, args) -> None:
+        """Parse, then read ``--ckpt_path`` with ``weights_only=True`` and verify it against its digest before
+        LightningCLI or the Trainer opens it: a missing, unsafe or corrupt file raises ``CheckpointError``, which
+        ``main`` prints in one line. Lightning's names (``last``, ...) are verified by ``on_load_checkpoint``."""
+        super().parse_arguments(parser, args)
+        self.checkpoint_config: dict | None = None
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
+            self.checkpoint_config = load_checkpoint(ckpt_path).get("craft_config")
+
+    def _trainer_loads_weights_only(self) -> None:
+        """The Trainer's own load of ``--ckpt_path`` uses ``weights_only=True`` too, whatever torch's default."""
+        config = self.config_init[self.subcommand]
+        if "weights_only" in config and config["weights_only"] is None:
+            config["weights_only"] = True
+
+    def before_instantiate_classes(self) -> None:
+        """Checks of the parsed values that no constructor sees: every number finite, the output folder writable."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        problems = [f"{key}={value} is not a finite number; give a finite value" for key, value in
+                    non_finite_values(config.as_dict())]
+        root = config.get("trainer.default_root_dir") if self.subcommand else None
+        unwritable = root and not_writable(str(root))
+        if unwritable:
+            problems.append(f"trainer.default_root_dir={root} cannot be written ({unwritable}); choose a folder you "
+                            "can write to")
+        if problems:
+            print(f"error: invalid configuration: {problems[0]}", file=sys.stderr)
+            raise SystemExit(2)
 
     def instantiate_classes(self) -> None:
-        """Build the objects; a bad value (checked in constructors, before any model loads) exits with its message."""
+        """Build the objects and connect the module to its data side; a bad value (checked in constructors and in
+        ``connect``, before any model loads) exits with its message in one line."""
         try:
             super().instantiate_classes()
+            connect(self.model, self.datamodule)
         except ValueError as error:
             print(f"error: invalid configuration: {explain_strategy_error(error)}", file=sys.stderr)
             raise SystemExit(2) from None
-        connect(self.model, self.datamodule)
+
+
+def non_finite_values(tree, prefix: str = "") -> list[tuple[str, float]]:
+    """``(dotted key, value)`` of every NaN or infinite float in a nested configuration."""
+    found = []
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            found += non_finite_values(value, f"{prefix}{key}.")
+    elif isinstance(tree, (list, tuple)):
+        for index, value in enumerate(tree):
+            found += non_finite_values(value, f"{prefix[:-1]}[{index}].")
+    elif isinstance(tree, float) and not math.isfinite(tree):
+        found.append((prefix[:-1], tree))
+    return found
+
+
+def not_writable(directory: str) -> str | None:
+    """Why ``directory`` cannot hold the run's logs and checkpoints (None when it can); it is created if missing."""
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            return None
+    except OSError as error:
+        return error.strerror or type(error).__name__
 
 
 def main(args: list[str] | None = None, run: bool = True) -> CraftCLI:
+    try:
+        return _cli(args, run)
+    except CheckpointError as error:  # missing, unsafe or corrupt --ckpt_path: one line naming the file and the fix
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _cli(args: list[str] | None, run: bool) -> CraftCLI:
     return CraftCLI(
         CraftModule,
         RolloutDataModule,

@@ -91,6 +91,7 @@ class RolloutDataModule(pl.LightningDataModule):
         panel_seed: int = 0,
         scoring_batch_size: PositiveInt = 64,
         engine: GenerationEngine | None = None,
+        env_step_timeout_s: float = 60.0,
     ) -> None:
         """
         Args:
@@ -114,8 +115,15 @@ class RolloutDataModule(pl.LightningDataModule):
             panel_seed: Seed of the task panels (kept apart from the run seed so seeds share panels).
             scoring_batch_size: Rows per no-grad forward when scoring old and reference log-probs.
             engine: Generation engine (default ``HFEngine``).
+            env_step_timeout_s: Most seconds one environment ``reset`` or ``step`` may take (0 = no limit); a call
+                that takes longer ends its episode as an environment error (``rollout/env_errors``) and its
+                environment instance is replaced.
         """
         super().__init__()
+        if isinstance(env_step_timeout_s, bool) or not isinstance(env_step_timeout_s, (int, float)) \
+                or not env_step_timeout_s >= 0:
+            raise ValueError(f"data.env_step_timeout_s={env_step_timeout_s!r} is invalid; use seconds >= 0 "
+                             "(0 = no limit)")
         SamplingParams(temperature, top_p, max_new_tokens)
         if val_temperature is not None:
             SamplingParams(val_temperature, top_p, max_new_tokens)
@@ -140,7 +148,8 @@ class RolloutDataModule(pl.LightningDataModule):
         self.panel_seed = panel_seed
         self.scoring_batch_size = scoring_batch_size
         self.engine = engine or HFEngine()
-        self.experience = ExperienceMaker(env, history_length, self.engine, scoring_batch_size)
+        self.env_step_timeout_s = env_step_timeout_s
+        self.experience = ExperienceMaker(env, history_length, self.engine, scoring_batch_size, env_step_timeout_s)
         self.generators: NamedGenerators | None = None
         self.seed = 0
         self.policy = None
@@ -163,6 +172,7 @@ class RolloutDataModule(pl.LightningDataModule):
             group_size=self.group_size,
             demonstrations=self.demonstrations,
             evaluate=self.evaluate,
+            hint_is_reliable=self.environment.hint_is_reliable,
         )
 
     # ------------------------------------------------------------------ setup
@@ -215,7 +225,7 @@ class RolloutDataModule(pl.LightningDataModule):
 
             experience = self.experience.make(self.policy, tasks, self.group_size, sampling,
                                               self.generators.torch["rollout"], self.needs, self.environment,
-                                              progress=advance)
+                                              progress=advance, one_update=self.mini_batches_per_step == 1)
         self.step_texts = experience.texts
         self.needs.report(experience.stats)
         return self._mini_batches(experience.batch)

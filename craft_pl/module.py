@@ -14,7 +14,8 @@ import lightning.pytorch as pl
 import torch
 
 from craft_pl.batch import EnvironmentFacts, ExperienceNeeds, RolloutBatch, Trajectory
-from craft_pl.checkpointing import compact_state_dict, complete_state_dict, restore_rng_states, rng_states
+from craft_pl.checkpointing import (DIGEST_KEY, checkpoint_digest, compact_state_dict, complete_state_dict,
+                                    restore_rng_states, rng_states, verify_checkpoint)
 from craft_pl.distributed import rank_zero_first, shard_policy, sum_across_ranks
 from craft_pl.evaluation import EpisodeMetrics
 from craft_pl.model import Policy
@@ -66,6 +67,10 @@ class CraftModule(pl.LightningModule):
         self.active_pillars = canonical_order(self.pillars)
         for pillar in self.active_pillars:
             pillar.validate(self.objective)
+        if not (len(adam_betas) == 2 and all(0 <= beta < 1 for beta in adam_betas)):
+            raise ValueError(f"model.adam_betas={list(adam_betas)} is invalid; give two numbers in [0, 1), e.g. [0.9, 0.999]")
+        if not weight_decay >= 0:
+            raise ValueError(f"model.weight_decay={weight_decay} is invalid; give a number >= 0")
         self.lr = lr
         self.weight_decay = weight_decay
         self.adam_betas = tuple(adam_betas)
@@ -79,6 +84,7 @@ class CraftModule(pl.LightningModule):
         self._nonfinite_in_a_row = 0
         self._evaluation: list[list[Trajectory]] = [[], []]
         self._epoch_started = 0.0
+        self._update_seconds = 0.0
         self._step_metrics: dict[str, list[float]] = {}
         self.environment: EnvironmentFacts | None = None
         """What the learner knows of the data side, handed over by ``connect``."""
@@ -89,10 +95,23 @@ class CraftModule(pl.LightningModule):
     def experience_needs(self) -> ExperienceNeeds:
         """What making experience needs from this learner."""
         return ExperienceNeeds(reference_logp=self.objective.use_kl, teacher_logp=self.objective.use_distill,
+                               old_logp_in_prepare=any(p.reads_old_logp_in_prepare for p in self.active_pillars),
                                prepare=self.prepare_step, report=self.report_rollout)
 
     def connect(self, environment: EnvironmentFacts) -> None:
-        """Take what the learner needs from the data side (once, before the model is built)."""
+        """Take what the learner needs from the data side (once, before the model is built); a method the data
+        settings cannot serve fails here, before any model loads."""
+        if self.objective.use_distill and not environment.has_privileged_context:
+            raise ValueError(
+                f"model.objective.distill_coef > 0 needs a teacher, but {environment.env_name} offers no privileged "
+                "context; pick an environment with skills/hints or use configs/method/grpo.yaml"
+            )
+        if self.objective.pg_coef > 0 and environment.group_size < 2:
+            raise ValueError(
+                f"data.group_size={environment.group_size} gives every row an advantage of exactly 0 (group "
+                "advantages compare a trajectory with its siblings), so the policy gradient is 0; use data.group_size "
+                ">= 2 (the paper uses 8)"
+            )
         self.environment = environment
 
     def prepare_step(self, batch: RolloutBatch) -> None:
@@ -140,9 +159,13 @@ class CraftModule(pl.LightningModule):
     # ------------------------------------------------------------------ training
     def on_train_epoch_start(self) -> None:
         self._epoch_started = time.perf_counter()
+        self._update_seconds = 0.0
         self._step_metrics = {}
 
-    def training_step(self, batch: RolloutBatch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: RolloutBatch, batch_idx: int) -> dict:
+        """One optimizer step on one mini-batch (micro-batched when ``micro_batch_size`` is set). A batch without
+        ``old_logp`` is an on-policy step's only update: its old log-probs are this forward's, detached."""
+        started = time.perf_counter()
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
         rows = batch.num_rows
@@ -156,6 +179,8 @@ class CraftModule(pl.LightningModule):
             top_k = max((pillar.logits_top_k for pillar in self.active_pillars), default=0)
             scores, _ = self.policy.token_scores(micro.prompt_ids, micro.response_ids, "policy", with_entropy=True,
                                                  top_k=top_k, width=micro.response_mask.shape[1])
+            if micro.old_logp is None:
+                micro.old_logp = scores.logp.detach()
             terms = self.objective.terms(micro, scores.logp, scores.entropy)
             if top_k:
                 terms.logits = scores
@@ -179,6 +204,7 @@ class CraftModule(pl.LightningModule):
             self._step_metrics.setdefault(key, []).append(float(value))
         self.log_metrics({"train/loss": total_loss, **parts, "train/grad_norm": grad_norm}, "optimizer_step",
                          batch_size=rows)
+        self._update_seconds += time.perf_counter() - started
         return {"loss": total_loss, "credit": {name: torch.cat(values) for name, values in credit.items()}}
 
     def _clip_and_step(self, optimizer) -> torch.Tensor:
@@ -212,7 +238,8 @@ class CraftModule(pl.LightningModule):
         """After the step's last mini-batch (before any epoch-end callback, so that checkpoints and snapshots taken
         there hold the pillars' updated state): pillar updates from the step's mean metrics, then their metrics."""
         stats = {key: sum(values) / len(values) for key, values in self._step_metrics.items()}
-        logged = {"timing/update_s": time.perf_counter() - self._epoch_started, "rl_step": float(self.current_epoch + 1)}
+        logged = {"timing/update_s": self._update_seconds, "timing/step_s": time.perf_counter() - self._epoch_started,
+                  "rl_step": float(self.current_epoch + 1)}
         for pillar in self.active_pillars:
             pillar.update(stats)
             logged.update({f"pillar/{pillar.name}/{key}": value for key, value in pillar.metrics().items()})
@@ -245,14 +272,17 @@ class CraftModule(pl.LightningModule):
             raise ValueError(f"log_metrics: unknown kind {kind!r}; use optimizer_step, rl_step or evaluation")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Adapters only under LoRA (see ``craft_pl.checkpointing``), pillar states, global RNG states, config."""
+        """Adapters only under LoRA (see ``craft_pl.checkpointing``), pillar, RNG states, config; then the digest."""
         if "state_dict" in checkpoint:
             checkpoint["state_dict"] = compact_state_dict(checkpoint["state_dict"], self.policy.finetune)
         checkpoint["craft_pillars"] = {p.name: p.state_dict() for p in self.pillars}
         checkpoint["craft_rng"] = rng_states()
         checkpoint["craft_config"] = self.run_config
+        checkpoint[DIGEST_KEY] = checkpoint_digest(checkpoint)  # last: it covers everything above
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Verify the checkpoint against its digest (``CheckpointError`` naming the file), then restore."""
+        verify_checkpoint(checkpoint, getattr(self._trainer, "ckpt_path", None) or "being loaded")
         checkpoint["state_dict"] = complete_state_dict(checkpoint["state_dict"], self.state_dict(),
                                                        self.policy.finetune)
         for pillar in self.pillars:
@@ -289,7 +319,8 @@ class CraftModule(pl.LightningModule):
 
     def _evaluation_stats(self, prefix: str) -> dict[str, float]:
         """Metrics of the plain panel (no privileged context: what every reported number is), plus success and score
-        with privileged context when that diagnostic was run."""
+        with privileged context when that diagnostic was run, and its success split by whether the task's hint was
+        correct (``success_rate_privileged_reliable`` / ``_unreliable``, each where it has episodes)."""
         task_types = self.environment.task_types
         metrics = [EpisodeMetrics(task_types, prefix) for _ in self._evaluation]
         for metric, trajectories in zip(metrics, self._evaluation):
@@ -299,6 +330,13 @@ class CraftModule(pl.LightningModule):
             privileged = metrics[1].compute()
             stats[f"{prefix}/success_rate_privileged"] = privileged[f"{prefix}/success_rate"]
             stats[f"{prefix}/score_privileged"] = privileged[f"{prefix}/score"]
+        if len(self._evaluation) > 1:
+            for name, reliable in (("reliable", True), ("unreliable", False)):
+                part = EpisodeMetrics(task_types, prefix)  # computed on every process, so a sum across them
+                part.update([t for t in self._evaluation[1] if self.environment.hint_is_reliable(t.task) == reliable])
+                rate = part.compute().get(f"{prefix}/success_rate")
+                if rate is not None:
+                    stats[f"{prefix}/success_rate_privileged_{name}"] = rate
         return stats
 
     @property

@@ -81,3 +81,9 @@ class PickWordEnv(AgentEnv):
 
     def privileged_context(self, task: Task) -> str:
         return f"Hint: the answer is {task.payload}.\n"
+
+
+class NoHintEnv(PickWordEnv):
+    """``PickWordEnv`` without privileged context (no teacher for the self-distillation methods)."""
+
+    privileged_context = AgentEnv.privileged_context

@@ -10,11 +10,15 @@ import hashlib
 import json
 import logging
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
+from craft_pl.checkpointing import digest_differences, error_summary, tree_digests
+from craft_pl.distributed import world
 from craft_pl.model.logprobs import pad_pairs, response_logprobs
 
 log = logging.getLogger(__name__)
@@ -90,6 +94,7 @@ def behaviour_clone(
     lengths = [len(prompt) + len(response) for prompt, response in rows]
     losses: list[float] = []
     batches: list[list[int]] = []
+    bar = tqdm(total=settings.steps, desc="warm start", unit="step", leave=False, disable=not show_progress())
     while len(losses) < settings.steps:
         if not batches:
             batches = length_grouped_batches(lengths, settings.batch_size, generator)
@@ -102,25 +107,71 @@ def behaviour_clone(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+        bar.update()
+    bar.close()
     return losses
+
+
+def show_progress() -> bool:
+    """Progress output only on the first process (the others wait for its cache)."""
+    return world()[0] == 0
+
+
+def announce(line: str) -> None:
+    """One line in the run's output (first process only): what the warm start does and where its cache is."""
+    if show_progress():
+        print(line, flush=True)
 
 
 def warm_start_weights(model: torch.nn.Module, rows: list[tuple[list[int], list[int]]], settings: WarmStart,
                        key: str, pad_id: int, generator: torch.Generator) -> list[float]:
     """Behaviour-clone ``model`` in place on ``rows``, or load the cached result stored under ``key``; returns the
-    behaviour-cloning loss per step. A fresh result is cached (written whole, then renamed into place)."""
+    behaviour-cloning loss per step. A fresh result is cached (written whole, then renamed into place) with a digest
+    of its weights; a cache that cannot be read or does not match its digest is discarded with a warning and
+    recomputed (bit-identically: the warm start is a pure function of its settings and seed)."""
     path = cache_directory(settings) / f"{key}.pt"
     if settings.cache and path.exists():
-        log.info("warm start: loading cached weights from %s", path)
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(saved["state_dict"])
-        return saved["losses"]
-    log.info("warm start: behaviour cloning on %d rows for %d steps", len(rows), settings.steps)
+        losses = load_cached_weights(model, path)
+        if losses is not None:
+            model.eval()
+            announce(f"warm start: loaded from cache {path}")
+            return losses
+    announce(f"warm start: behaviour cloning on {len(rows)} rows for {settings.steps} steps"
+             + (f" (cached afterwards in {path})" if settings.cache else " (not cached: warm_start.cache is false)"))
+    started = time.perf_counter()
     losses = behaviour_clone(model, rows, settings, pad_id, generator)
     model.eval()
+    announce(f"warm start: done in {time.perf_counter() - started:.0f} s, final loss {losses[-1]:.3f}")
     if settings.cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"state_dict": model.state_dict(), "losses": losses}, tmp)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # concurrent runs with the same settings each write their own
+        content = {"state_dict": model.state_dict(), "losses": losses}
+        torch.save({**content, "digest": tree_digests(content)}, tmp)
         tmp.replace(path)
     return losses
+
+
+def load_cached_weights(model: torch.nn.Module, path: Path) -> list[float] | None:
+    """Load the cached warm start at ``path`` into ``model`` and return its losses; None (``model`` untouched, a
+    warning naming the file) when it cannot be read, has no digest, does not match it or does not fit ``model``."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        content = {"state_dict": dict(saved["state_dict"]), "losses": list(saved["losses"])}
+        stored = saved.get("digest")
+    except Exception as error:  # truncated or damaged file (torch's message names no file)
+        problem = f"it cannot be read, it is truncated or damaged ({error_summary(error)})"
+    else:
+        shapes = {name: tuple(value.shape) for name, value in model.state_dict().items()}
+        if not isinstance(stored, dict):
+            problem = "it has no digest (written by an older craft_pl)"
+        elif differences := digest_differences(stored, tree_digests(content)):
+            problem = f"it does not match its digest ({differences})"
+        elif {name: tuple(getattr(value, "shape", ())) for name, value in content["state_dict"].items()} != shapes:
+            problem = "its weights do not fit this model"
+        else:
+            model.load_state_dict(content["state_dict"])
+            return content["losses"]
+    log.warning("warm start: discarding the cached weights %s: %s; recomputing them (same settings and seed give the "
+                "same weights)", path, problem)
+    return None

@@ -30,6 +30,11 @@ class CreditPillar:
     """Whether the pillar works on the distillation term (so needs ``distill_coef > 0``)."""
 
     @property
+    def reads_old_logp_in_prepare(self) -> bool:
+        """Whether ``prepare`` reads ``batch.old_logp`` (which on-policy steps otherwise take from the update)."""
+        return False
+
+    @property
     def logits_top_k(self) -> int:
         """How many competing logits per token the training forward must return (0 = none)."""
         return 0

@@ -71,6 +71,10 @@ class CounterfactualTokenImportance(CreditPillar):
     name = "cti"
     requires_distillation = True
 
+    @property
+    def reads_old_logp_in_prepare(self) -> bool:
+        return self.gap_source == "old"
+
     def check_data(self, group_size: int) -> None:
         if group_size < 4:
             log.warning("Pillar 1 (cti) with data.group_size=%d: with G = 2 the one sibling always gets weight 1 and "

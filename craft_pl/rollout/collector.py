@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Callable
+import math
+from typing import Any, Callable
 
 import torch
 
@@ -11,22 +12,55 @@ from craft_pl.batch import Task, Trajectory, Turn, TurnRecord
 from craft_pl.envs.base import AgentEnv
 from craft_pl.rollout.engine import Generation, GenerationEngine, SamplingParams
 from craft_pl.rollout.prompts import encode_prompt_parts, teacher_prompt
+from craft_pl.rollout.watchdog import CallTimeout, Watchdog
 
 log = logging.getLogger(__name__)
 
 
 class Collector:
-    """Runs episodes for a batch of tasks with the current policy, on a pool of environments it keeps."""
+    """Runs episodes for a batch of tasks with the current policy, on a pool of environments it keeps.
 
-    def __init__(self, env_factory: Callable[[], AgentEnv], history_length: int) -> None:
+    Every ``reset`` and ``step`` runs under a watchdog (``craft_pl.rollout.watchdog``): a call that takes longer than
+    ``env_step_timeout_s`` ends its episode as an environment error and its hung environment is replaced by a fresh
+    one. A non-finite reward also ends its episode as an environment error, before it reaches any row.
+    """
+
+    def __init__(self, env_factory: Callable[[], AgentEnv], history_length: int,
+                 env_step_timeout_s: float = 60.0) -> None:
+        """
+        Args:
+            env_factory: Builds one environment (one per concurrent episode, kept in a pool).
+            history_length: Past (observation, action) pairs shown in each prompt.
+            env_step_timeout_s: Most seconds one environment ``reset`` or ``step`` may take (0 = no limit).
+        """
         self.env_factory = env_factory
         self.history_length = history_length
-        self.pool: list[AgentEnv] = []
+        self.watchdog = Watchdog(env_step_timeout_s, name="craft-env-watchdog")
+        self.pool: list[AgentEnv | None] = []
+        """Environments by episode slot; ``None`` marks one given up on during a stop, rebuilt when next needed."""
 
     def environments(self, count: int) -> list[AgentEnv]:
+        self.pool = [env if env is not None else self.env_factory() for env in self.pool]
         while len(self.pool) < count:
             self.pool.append(self.env_factory())
         return self.pool[:count]
+
+    def _guarded(self, envs: list[AgentEnv], index: int, task: Task, call: str, *args: Any) -> Any:
+        """``envs[index].<call>(*args)`` under the watchdog. A call that times out is an environment error: the hung
+        instance is replaced in the pool (and closed if its call ever returns); ``CallTimeout`` propagates."""
+        env = envs[index]
+        try:
+            return self.watchdog.call(getattr(env, call), *args, on_abandon=env.close)
+        except CallTimeout as timeout:
+            log.warning("environment %s timed out on %s after %g s (data.env_step_timeout_s); the episode ends as "
+                        "an environment error and a fresh environment replaces the hung one",
+                        call, task.task_id, timeout.timeout_s)
+            envs[index] = self.pool[index] = self.env_factory()
+            raise
+        except BaseException as error:
+            if not isinstance(error, Exception):  # a stop (Ctrl-C, SIGTERM) left the call running: don't reuse it
+                self.pool[index] = None
+            raise
 
     def run(
         self,
@@ -56,9 +90,10 @@ class Collector:
                 if privileged:
                     trajectory.privileged_context = envs[index].privileged_context(task)
                 try:
-                    observations.append(envs[index].reset(task))
+                    observations.append(self._guarded(envs, index, task, "reset", task))
                 except Exception as error:  # noqa: BLE001 - an environment failure ends only its episode
-                    log.warning("environment reset failed on %s: %r", task.task_id, error)
+                    if not isinstance(error, CallTimeout):
+                        log.warning("environment reset failed on %s: %r", task.task_id, error)
                     observations.append("")
                     trajectory.env_error = trajectory.done = True
                 trajectories.append(trajectory)
@@ -83,27 +118,30 @@ class Collector:
             generations = engine.generate(policy.model, policy.tokenizer, [r.prompt_ids for r in prompts], sampling,
                                           generator, stop_strings)
             for i, record, generation in zip(active, prompts, generations):
-                self._advance(envs[i], trajectories[i], histories[i], observations, i, record, generation, policy)
+                self._advance(envs, trajectories[i], histories[i], observations, i, record, generation, policy)
             if progress is not None:
                 progress(len(active))
         return trajectories
 
-    @staticmethod
-    def _advance(env: AgentEnv, trajectory: Trajectory, history: list[Turn], observations: list[str], i: int,
-                 record: TurnRecord, generation: Generation, policy) -> None:
+    def _advance(self, envs: list[AgentEnv], trajectory: Trajectory, history: list[Turn], observations: list[str],
+                 i: int, record: TurnRecord, generation: Generation, policy) -> None:
         record.response_ids, record.sampling_logp = generation.token_ids, generation.logprobs
         text = policy.decode(generation.token_ids)
-        action, well_formed = env.parse_action(text) if generation.finished else (None, False)
+        action, well_formed = envs[i].parse_action(text) if generation.finished else (None, False)
         try:
-            result = env.step(action if well_formed else None)
+            result = self._guarded(envs, i, trajectory.task, "step", action if well_formed else None)
+            reward = float(result.reward)
+            if not math.isfinite(reward):
+                raise ValueError(f"non-finite reward {reward!r}")
         except Exception as error:  # noqa: BLE001 - an environment failure ends only its episode
-            log.warning("environment step failed on %s: %r", trajectory.task.task_id, error)
+            if not isinstance(error, CallTimeout):
+                log.warning("environment step failed on %s: %r", trajectory.task.task_id, error)
             trajectory.env_error = trajectory.done = True
             trajectory.turns.append(record)
             return
         record.valid_action = bool(well_formed and result.info.get("valid_action", True))
         trajectory.turns.append(record)
-        trajectory.episode_reward += float(result.reward)
+        trajectory.episode_reward += reward
         history.append(Turn(observations[i], action if record.valid_action else "invalid action"))
         observations[i] = result.observation
         if result.done:

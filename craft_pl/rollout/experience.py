@@ -62,27 +62,32 @@ class ExperienceMaker:
     """Turns tasks into a scored, prepared ``RolloutBatch`` (see the module docstring for the recipe)."""
 
     def __init__(self, env_factory: Callable[[], AgentEnv], history_length: int, engine: GenerationEngine,
-                 scoring_batch_size: int) -> None:
-        self.collector = Collector(env_factory, history_length)
+                 scoring_batch_size: int, env_step_timeout_s: float = 60.0) -> None:
+        self.collector = Collector(env_factory, history_length, env_step_timeout_s)
         self.engine = engine
         self.scoring_batch_size = scoring_batch_size
 
     def make(self, policy, tasks: list[Task], group_size: int, sampling: SamplingParams, generator: torch.Generator,
-             needs: ExperienceNeeds, env: AgentEnv, progress: Callable[[int], None] | None = None) -> Experience:
+             needs: ExperienceNeeds, env: AgentEnv, progress: Callable[[int], None] | None = None,
+             one_update: bool = False) -> Experience:
         """One RL step's experience on ``tasks`` (``env`` answers the environment's questions: penalty, task types,
-        privileged context)."""
+        privileged context). With ``one_update`` (the step's rows are one mini-batch used once) the old log-probs
+        equal the training forward's detached ones, so they are left to it (``old_logp`` None) unless a
+        preparation reads them."""
         timers = Timers()
         with timers("rollout"):
             trajectories = self.collector.run(tasks, group_size, policy, self.engine, sampling, generator,
                                               progress=progress)
         batch, texts = rows_from_trajectories(trajectories, env.invalid_action_penalty)
         with timers("scoring"):
-            score_logprobs(policy, batch, needs.reference_logp, self.scoring_batch_size)
+            score_logprobs(policy, batch, needs.reference_logp, self.scoring_batch_size,
+                           with_old=needs.old_logp_in_prepare or not one_update)
         stats = rollout_stats(trajectories, batch, env.task_types, sampling.max_new_tokens)
         if needs.teacher_logp:
             with timers("teacher_scoring"):
                 texts = with_privileged_contexts(texts, tasks, env)
                 stats.update(score_teacher(policy, batch, texts, sampling.max_new_tokens, self.scoring_batch_size))
+                stats["teacher/hint_reliability"] = sum(map(env.hint_is_reliable, tasks)) / max(1, len(tasks))
         with timers("prepare"):
             needs.prepare(batch)
         stats.update(timers.stats())
@@ -140,17 +145,21 @@ def rollout_stats(trajectories: list[Trajectory], batch: RolloutBatch, task_type
 
 
 @torch.no_grad()
-def score_logprobs(policy, batch: RolloutBatch, with_reference: bool, micro_batch_size: int) -> None:
-    """Old log-probs (rollout-time weights) and, when asked, reference log-probs (adapters off)."""
-    batch.old_logp, _, _ = policy.token_logprobs(batch.prompt_ids, batch.response_ids, "policy",
-                                                 micro_batch_size=micro_batch_size)
+def score_logprobs(policy, batch: RolloutBatch, with_reference: bool, micro_batch_size: int,
+                   with_old: bool = True) -> None:
+    """Old log-probs (rollout-time weights; skipped when ``with_old`` is False: the on-policy update takes them from
+    its own forward) and, when asked, reference log-probs (adapters off)."""
+    if with_old:
+        batch.old_logp, _, _ = policy.token_logprobs(batch.prompt_ids, batch.response_ids, "policy",
+                                                     micro_batch_size=micro_batch_size)
     if with_reference:
         batch.ref_logp, _, _ = policy.token_logprobs(batch.prompt_ids, batch.response_ids, "reference",
                                                      micro_batch_size=micro_batch_size)
 
 
 def with_privileged_contexts(texts: TurnTexts, tasks: list[Task], env: AgentEnv) -> TurnTexts:
-    """The rows' text with each group's privileged context (a task with none is an error naming the fix)."""
+    """The rows' text with each group's privileged context, as RL's teacher sees it (a hint may be wrong where the
+    environment's ``hint_reliability`` says so; a task with no context is an error naming the fix)."""
     contexts = {}
     for task in tasks:
         contexts[task.task_id] = env.privileged_context(task)

@@ -21,17 +21,23 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
 import yaml
 
-from craft_pl.checkpointing import complete_state_dict
+from craft_pl.checkpointing import complete_state_dict, load_checkpoint
 
 
 def rebuild_module(ckpt_path: str | Path):
-    """The ``CraftModule`` of a checkpoint with its trained weights loaded (built on CPU, eval mode)."""
+    """The ``CraftModule`` of a checkpoint with its trained weights loaded (built on CPU, eval mode).
+
+    The checkpoint is read with ``weights_only=True`` and verified against its digest before anything is built.
+
+    Raises:
+        CheckpointError: the file is missing, unsafe or corrupt (one line naming it).
+        ValueError: it holds no craft_pl run configuration.
+    """
     from craft_pl.cli import main
 
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint(ckpt_path)
     config = checkpoint.get("craft_config")
     if not config:
         raise ValueError(f"{ckpt_path} holds no craft_pl run configuration; was it written by craft_pl's fit?")
@@ -102,12 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output_dir", required=True, help="where to write the Hugging Face folders")
     parser.add_argument("--merged", action="store_true", help="also write the adapter merged into the base")
     args = parser.parse_args(argv)
-    if not Path(args.ckpt_path).is_file():
-        print(f"error: no checkpoint at {args.ckpt_path}", file=sys.stderr)
-        raise SystemExit(2)
     try:
         record = export_policy(args.ckpt_path, args.output_dir, args.merged)
-    except ValueError as error:
+    except ValueError as error:  # CheckpointError included: missing, unsafe or corrupt checkpoint
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     print(json.dumps(record, indent=2))

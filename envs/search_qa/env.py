@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import random
+from pathlib import Path
 from typing import Any
 
 from craft_pl.envs.base import AgentEnv, Expert, PromptParts, StepResult, Task, Turn
 from craft_pl.envs.search_qa import text
 from craft_pl.envs.search_qa.expert import SearchQAExpert
 from craft_pl.envs.search_qa.http_retriever import HTTPRetriever
-from craft_pl.envs.search_qa.privileged import PRIVILEGED_MODES, hint_text, skill_text
+from craft_pl.envs.search_qa.privileged import PRIVILEGED_MODES, hint_text, skill_text, wrong_hint_text
 from craft_pl.envs.search_qa.question_files import load_questions
 from craft_pl.envs.search_qa.questions import DATA_SOURCES, SPLITS, QAItem, question_panel, split_of
 from craft_pl.envs.search_qa.retrieval import BM25Retriever, Retriever, format_information, load_corpus
@@ -74,8 +75,11 @@ class SearchQAEnv(AgentEnv):
         retrieval_url: str | None = None,
         retrieval_timeout_s: float = 10.0,
         retrieval_retries: int = 3,
+        retrieval_total_timeout_s: float = 30.0,
         corpus_file: str | None = None,
         question_files: dict[str, str] | None = None,
+        hint_reliability: float = 1.0,
+        hint_seed: int = 0,
     ) -> None:
         """
         Args:
@@ -95,13 +99,20 @@ class SearchQAEnv(AgentEnv):
             retrieval_url: A Search-R1 retrieval server (``http://host:port/retrieve``) instead of in-process BM25.
             retrieval_timeout_s: Seconds to wait for the server per request.
             retrieval_retries: Further attempts after a failed request (exponential backoff from 0.5 s).
+            retrieval_total_timeout_s: Most seconds one search may take at the server, all attempts and waits
+                included (a server that accepts and never answers costs at most this per search step).
             corpus_file: In-process BM25 over this JSONL corpus (``{"id", "contents": "Title\\ntext"}`` lines,
                 wiki-18's format) instead of the synthetic world's passages.
             question_files: Real questions per split, e.g. ``{train: nq_train.jsonl, val: nq_dev.jsonl}`` (JSONL or
                 Parquet with ``question`` and ``golden_answers``); a split without a file takes the questions of
                 the given files that hash to it. Needs ``retrieval_url`` or ``corpus_file``.
+            hint_reliability: Share of tasks whose ``hint`` is correct, in [0, 1]; the others get a plausible wrong
+                one (a look-alike entity and its fact, or the wrong side of a comparison). Does not apply to ``skill``.
+            hint_seed: Seed of which tasks get a wrong hint (a hash of task id and this seed only: every method and
+                ``seed_everything`` value sees the same ones).
         """
         super().__init__(max_turns, invalid_action_penalty, prompt_style, privileged)
+        self.set_hint_reliability(hint_reliability, hint_seed)
         self._check_args(locals())
         self.num_entities = num_entities
         self.seed = seed
@@ -111,7 +122,7 @@ class SearchQAEnv(AgentEnv):
         self.question_files = dict(question_files or {})
         self.world, bm25 = shared_world(num_entities, seed, look_alike_rate, landmark_rate)
         self.retriever = self._shared_retriever(bm25, retrieval_url, retrieval_timeout_s, retrieval_retries,
-                                                corpus_file)
+                                                corpus_file, retrieval_total_timeout_s)
         self._item: QAItem | None = None
 
     @staticmethod
@@ -129,8 +140,13 @@ class SearchQAEnv(AgentEnv):
         need(0.0 <= args["look_alike_rate"] <= 1.0, "look_alike_rate", "use a probability in [0, 1]")
         need(0.0 <= args["landmark_rate"] <= 1.0, "landmark_rate", "use a probability in [0, 1]")
         need(isinstance(args["top_k"], int) and 1 <= args["top_k"] <= 20, "top_k", "use an int in [1, 20]")
+        total = args["retrieval_total_timeout_s"]
+        need(isinstance(total, (int, float)) and not isinstance(total, bool) and total > 0,
+             "retrieval_total_timeout_s", "use seconds > 0")
         need(args["retrieval_url"] is None or args["corpus_file"] is None, "corpus_file",
              "give either retrieval_url or corpus_file, not both")
+        need(args["corpus_file"] is None or Path(args["corpus_file"]).is_file(), "corpus_file",
+             "no such file: give the path of a JSONL corpus ({\"id\", \"contents\"} lines)")
         files = args["question_files"] or {}
         need(all(split in SPLITS for split in files), "question_files", f"use splits from {list(SPLITS)} as keys")
         need(not files or args["retrieval_url"] is not None or args["corpus_file"] is not None, "question_files",
@@ -140,13 +156,13 @@ class SearchQAEnv(AgentEnv):
 
     @staticmethod
     def _shared_retriever(bm25: BM25Retriever, url: str | None, timeout_s: float, retries: int,
-                          corpus_file: str | None) -> Retriever:
+                          corpus_file: str | None, total_timeout_s: float = 30.0) -> Retriever:
         if url is None and corpus_file is None:
             return bm25
-        key = (url, float(timeout_s), retries, corpus_file)
+        key = (url, float(timeout_s), retries, corpus_file, float(total_timeout_s))
         if key not in _RETRIEVERS:
             if url is not None:
-                retriever = HTTPRetriever(url, timeout_s, retries)
+                retriever = HTTPRetriever(url, timeout_s, retries, total_timeout_s=total_timeout_s)
                 retriever.retrieve(["connection check"], 1)  # fail now, with the address and the fix
             else:
                 retriever = BM25Retriever(load_corpus(corpus_file))
@@ -232,11 +248,14 @@ class SearchQAEnv(AgentEnv):
     def make_expert(self) -> Expert:
         return SearchQAExpert()
 
-    def privileged_context(self, task: Task) -> str:
+    def privileged_context(self, task: Task, reliable_only: bool = False) -> str:
+        """Skill text, or the task's hint: a wrong one where ``hint_is_reliable`` says no, unless ``reliable_only``."""
         if self.privileged == "hint":
             if not isinstance(task.payload, QAItem):
                 raise ValueError(f"SearchQAEnv.privileged_context: task {task.task_id!r} has no question payload")
-            return hint_text(task.payload)
+            if reliable_only or self.hint_is_reliable(task):
+                return hint_text(task.payload)
+            return wrong_hint_text(task.payload, self.world)
         return skill_text(task.task_type)
 
     def close(self) -> None:
