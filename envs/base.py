@@ -12,6 +12,7 @@ parser, its prompt, its expert and, if it has any, its privileged context.
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,12 @@ def require(ok: bool, owner: str, name: str, value: Any, fix: str) -> None:
         raise ValueError(f"{owner}: {name}={value!r} is invalid; {fix}")
 
 
+def hint_draw(task_id: str, hint_seed: int) -> float:
+    """A number in [0, 1) fixed by ``(task_id, hint_seed)`` alone (a stable hash, not Python's salted ``hash``)."""
+    digest = hashlib.blake2b(f"craft-hint:{hint_seed}:{task_id}".encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
 class AgentEnv(ABC):
     """A multi-turn text environment for LLM agents (template: subclasses write ``start`` and ``transition``)."""
 
@@ -64,6 +71,12 @@ class AgentEnv(ABC):
     """Accepted values of the ``prompt_style`` argument (empty: the environment has one style)."""
     privileged_modes: tuple[str, ...] = ()
     """Accepted values of the ``privileged`` argument (empty: no choice)."""
+    hint_mode: str = "hint"
+    """The ``privileged`` value whose context is a per-task hint (the only one ``hint_reliability`` applies to)."""
+    hint_reliability: float = 1.0
+    """Share of tasks whose hint is correct (``set_hint_reliability``; 1 = every hint, as without the setting)."""
+    hint_seed: int = 0
+    """Seed of the draw of the tasks whose hint misleads (independent of ``seed_everything``)."""
 
     def __init__(self, max_turns: int = 15, invalid_action_penalty: float = 0.1, prompt_style: str | None = None,
                  privileged: str | None = None) -> None:
@@ -169,6 +182,33 @@ class AgentEnv(ABC):
     def privileged_context(self, task: Task) -> str:
         """Text the teacher sees before the student prompt (skills or hints); the student never sees it."""
         raise NotImplementedError(f"{type(self).__name__} offers no privileged context")
+
+    # ------------------------------------------------------------------ hints that may mislead
+    def set_hint_reliability(self, hint_reliability: float, hint_seed: int) -> None:
+        """Checks and stores ``hint_reliability`` (in [0, 1]) and ``hint_seed`` (environments with hints call it)."""
+        owner = type(self).__name__
+        require(isinstance(hint_reliability, (int, float)) and not isinstance(hint_reliability, bool)
+                and 0.0 <= hint_reliability <= 1.0, owner, "hint_reliability", hint_reliability,
+                "use a share in [0, 1] (1 = every hint is correct)")
+        require(isinstance(hint_seed, int) and not isinstance(hint_seed, bool), owner, "hint_seed", hint_seed,
+                "use an int")
+        self.hint_reliability = float(hint_reliability)
+        self.hint_seed = hint_seed
+
+    def hint_is_reliable(self, task: Task) -> bool:
+        """Whether ``task``'s privileged hint is correct: ``hint_draw(task id, hint_seed) < hint_reliability``. Always
+        true for other contexts than ``hint_mode`` (skills) and for environments without the setting."""
+        if self.privileged != self.hint_mode or self.hint_reliability >= 1.0:
+            return True
+        return hint_draw(task.task_id, self.hint_seed) < self.hint_reliability
+
+    def true_privileged_context(self, task: Task) -> str:
+        """The privileged context with a correct hint whatever ``hint_reliability`` says (warm-start demonstrations
+        use it: the teacher learns to trust its hints). An environment whose hints can mislead accepts
+        ``privileged_context(task, reliable_only=True)``."""
+        if self.hint_is_reliable(task):
+            return self.privileged_context(task)
+        return self.privileged_context(task, reliable_only=True)
 
     def close(self) -> None:
         """Release resources (files, subprocesses)."""

@@ -32,12 +32,13 @@ def collect_demonstrations(
 ) -> tuple[list[tuple[str, str]], float]:
     """Expert (prompt text, response text) pairs of the *won* episodes on ``tasks``, through the agent's own
     interface (the expert sees only instruction, observation and admissible actions); and the expert's success rate.
-    Episodes flagged in ``privileged`` carry the privileged context in their prompts.
+    Episodes flagged in ``privileged`` carry the privileged context in their prompts, always with a correct hint
+    (``AgentEnv.true_privileged_context``: the teacher learns to trust its hints; only RL's may mislead).
     """
     demos, wins, errors = [], 0, 0
     expert = env.make_expert()
     for index, task in enumerate(tasks):
-        context = env.privileged_context(task) if privileged and privileged[index] else ""
+        context = env.true_privileged_context(task) if privileged and privileged[index] else ""
         try:
             episode, won = _expert_episode(env, expert, task, history_length, context)
         except Exception as error:  # an environment or expert failure loses this episode, not the warm start

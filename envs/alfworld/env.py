@@ -12,7 +12,7 @@ from craft_pl.envs.alfworld.engine import AlfWorldEngineError, Engine
 from craft_pl.envs.alfworld.expert import WalkthroughExpert
 from craft_pl.envs.alfworld.generator import GameGenerator, GameRecord, GeneratorSettings
 from craft_pl.envs.alfworld.official import games_root, official_pool
-from craft_pl.envs.alfworld.privileged import PRIVILEGED_MODES, hint_text, skill_text
+from craft_pl.envs.alfworld.privileged import PRIVILEGED_MODES, hint_text, skill_text, wrong_hint_text
 from craft_pl.envs.alfworld.scenes import SPLIT_DIRS
 from craft_pl.envs.alfworld.tasks import TASK_TYPES
 from craft_pl.envs.base import AgentEnv, Expert, PromptParts, StepResult, Task, Turn, require
@@ -53,6 +53,8 @@ class AlfWorldEnv(AgentEnv):
         prompt_style: str = "compact",
         privileged: str = "skill",
         cache_dir: str | None = None,
+        hint_reliability: float = 1.0,
+        hint_seed: int = 0,
     ) -> None:
         """
         Args:
@@ -71,8 +73,13 @@ class AlfWorldEnv(AgentEnv):
             prompt_style: ``compact`` (few words, for tiny models) or ``verl_agent`` (verl-agent's template).
             privileged: Teacher context: ``skill`` (general + task-type skills) or ``hint`` (the game's walkthrough).
             cache_dir: Where generated games live (default ``$CRAFT_PL_CACHE`` or ``~/.cache/craft_pl``).
+            hint_reliability: Share of tasks whose ``hint`` is correct, in [0, 1]; the others get a plausible wrong
+                walkthrough (the object goes to a receptacle of another type). Does not apply to ``skill``.
+            hint_seed: Seed of which tasks get a wrong hint (a hash of task id and this seed only: every method and
+                ``seed_everything`` value sees the same ones).
         """
         super().__init__(max_turns, invalid_action_penalty, prompt_style, privileged)
+        self.set_hint_reliability(hint_reliability, hint_seed)
         for name, value in (("train_games", train_games), ("eval_games", eval_games)):
             require(isinstance(value, int) and value >= 1, "AlfWorldEnv", name, value, "use an int >= 1")
         self.settings = GeneratorSettings(tuple(task_types or TASK_TYPES), num_receptacles, num_distractors,
@@ -216,11 +223,15 @@ class AlfWorldEnv(AgentEnv):
     def make_expert(self) -> Expert:
         return WalkthroughExpert(self)
 
-    def privileged_context(self, task: Task) -> str:
+    def privileged_context(self, task: Task, reliable_only: bool = False) -> str:
+        """Skill text, or the task's hint: a wrong one where ``hint_is_reliable`` says no, unless ``reliable_only``."""
         if self.privileged == "hint":
             if not isinstance(task.payload, GameRecord):
                 raise ValueError(f"AlfWorldEnv.privileged_context: task {task.task_id!r} has no ALFWorld game")
-            return hint_text(task.payload.walkthrough)
+            game = task.payload
+            if reliable_only or self.hint_is_reliable(task):
+                return hint_text(game.walkthrough)
+            return wrong_hint_text(game.walkthrough, game.gamefile, game.goal)
         return skill_text(task.task_type)
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ from craft_pl.envs.webshop.catalog import ID_STYLES, MAX_SHORT_IDS, Catalog, bui
 from craft_pl.envs.webshop.expert import WebShopExpert
 from craft_pl.envs.webshop.goals import GOAL_FILTERS, SPLITS, Goal, GoalFactory
 from craft_pl.envs.webshop.pages import Browser, PageState, admissible
-from craft_pl.envs.webshop.privileged import PRIVILEGED_MODES, hint_text, skill_text
+from craft_pl.envs.webshop.privileged import PRIVILEGED_MODES, hint_text, skill_text, wrong_hint_text
 from craft_pl.envs.webshop.reward import get_reward
 from craft_pl.envs.webshop.search import SearchEngine
 from craft_pl.envs.webshop.vocab import PRODUCT_TYPES, TASK_TYPES
@@ -62,6 +62,8 @@ class WebShopEnv(AgentEnv):
         id_style: str = "rank",
         goal_filter: str = "first_try",
         price_range_prob: float = 0.1,
+        hint_reliability: float = 1.0,
+        hint_seed: int = 0,
     ) -> None:
         """
         Args:
@@ -84,8 +86,13 @@ class WebShopEnv(AgentEnv):
             goal_filter: Keep goals whose first fitting page-1 result wins (``first_try``), any page-1 win
                 (``page1``), or all goals (``none``).
             price_range_prob: Share of products priced as a range (the paid price is drawn inside it).
+            hint_reliability: Share of tasks whose ``hint`` is correct, in [0, 1]; the others get a plausible wrong
+                one (another result, which misses an asked attribute or option). Does not apply to ``skill``.
+            hint_seed: Seed of which tasks get a wrong hint (a hash of task id and this seed only: every method and
+                ``seed_everything`` value sees the same ones).
         """
         super().__init__(max_turns, invalid_action_penalty, prompt_style, privileged)
+        self.set_hint_reliability(hint_reliability, hint_seed)
         self._check_args(locals())
         self.num_products = num_products
         self.seed = seed
@@ -224,11 +231,15 @@ class WebShopEnv(AgentEnv):
     def make_expert(self) -> Expert:
         return WebShopExpert()
 
-    def privileged_context(self, task: Task) -> str:
+    def privileged_context(self, task: Task, reliable_only: bool = False) -> str:
+        """Skill text, or the task's hint: a wrong one where ``hint_is_reliable`` says no, unless ``reliable_only``."""
         if self.privileged == "hint":
             if not isinstance(task.payload, Goal):
                 raise ValueError(f"WebShopEnv.privileged_context: task {task.task_id!r} has no WebShop goal")
-            return hint_text(task.payload, self.catalog, self.id_style, self.results_per_page)
+            if reliable_only or self.hint_is_reliable(task):
+                return hint_text(task.payload, self.catalog, self.id_style, self.results_per_page)
+            return wrong_hint_text(task.payload, self.catalog, self.engine, self.id_style, self.results_per_page,
+                                   self.search_return_n)
         return skill_text(task.task_type)
 
     def close(self) -> None:
