@@ -94,7 +94,9 @@ def behaviour_clone(
     lengths = [len(prompt) + len(response) for prompt, response in rows]
     losses: list[float] = []
     batches: list[list[int]] = []
-    bar = tqdm(total=settings.steps, desc="warm start", unit="step", leave=False, disable=not show_progress())
+    # a bar on a terminal (tqdm's disable=None: none when output goes to a file); "warm start:" lines either way
+    bar = tqdm(total=settings.steps, desc="warm start", unit="step", leave=False,
+               disable=None if show_progress() else True)
     while len(losses) < settings.steps:
         if not batches:
             batches = length_grouped_batches(lengths, settings.batch_size, generator)
