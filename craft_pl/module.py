@@ -117,9 +117,10 @@ class CraftModule(pl.LightningModule):
     def prepare_step(self, batch: RolloutBatch) -> None:
         """Group-level work once per RL step: the objective's advantages, then each active pillar's preparation."""
         self.objective.prepare(batch)
-        if "gigpo_step_advantage" in batch.extras:
-            self.log_metrics({"train/step_advantage_mean": float(batch.extras["gigpo_step_advantage"].mean())},
-                             "rl_step")
+        if "gigpo_step_advantage" in batch.extras:  # its mean is 0 by construction; the |mean| shows its size
+            step_advantage = batch.extras["gigpo_step_advantage"]
+            self.log_metrics({"train/step_advantage_mean": float(step_advantage.mean()),
+                              "train/step_advantage_abs_mean": float(step_advantage.abs().mean())}, "rl_step")
         for pillar in self.active_pillars:
             pillar.prepare(batch)
 
