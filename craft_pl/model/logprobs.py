@@ -1,7 +1,8 @@
-"""Per-token log-probs of (prompt, response) pairs in one padded forward pass.
+"""Per-token log-probs of (prompt, response) pairs.
 
 Layout: prompts are left-padded to a common width P and responses right-padded to a common width R, so every
-response starts at column P and the logits that predict it are the columns ``P-1 .. P+R-2``.
+response starts at column P and the logits that predict it are the columns ``P-1 .. P+R-2``; only those columns go
+through the LM head. Rows that share a prompt (G siblings) can run it once (``shared_prompt_scores``).
 """
 
 from __future__ import annotations
@@ -70,19 +71,27 @@ class ResponseScores:
 
 
 def response_scores(model: torch.nn.Module, batch: PairBatch, with_entropy: bool = False, top_k: int = 0) -> ResponseScores:
-    """Log-prob of each response token and, optionally, the entropy and the top-k competing logits."""
+    """Log-prob of each response token and, optionally, the entropy and the top-k competing logits.
+
+    The LM head runs only at the ``R + 1`` last positions (``logits_to_keep``), never at the prompt's."""
     device = next(model.parameters()).device
+    width = batch.response_ids.shape[1]
     outputs = model(
         input_ids=batch.input_ids.to(device),
         attention_mask=batch.attention_mask.to(device),
         position_ids=batch.position_ids.to(device),
         use_cache=False,
+        logits_to_keep=width + 1,
     )
-    width = batch.response_ids.shape[1]
-    logits = outputs.logits[:, batch.prompt_width - 1 : batch.prompt_width - 1 + width].float()
+    return scores_from_logits(outputs.logits[:, -width - 1 : -1], batch.response_ids.to(device),
+                              batch.response_mask.to(device), with_entropy, top_k)
+
+
+def scores_from_logits(logits: torch.Tensor, response_ids: torch.Tensor, mask: torch.Tensor, with_entropy: bool,
+                       top_k: int) -> ResponseScores:
+    """``ResponseScores`` from the logits ``[rows, R, vocab]`` that predict ``response_ids [rows, R]``."""
+    logits = logits.float()
     log_probs = F.log_softmax(logits, dim=-1)
-    response_ids = batch.response_ids.to(device)
-    mask = batch.response_mask.to(device)
     token_logp = log_probs.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
     scores = ResponseScores(logp=torch.where(mask, token_logp, torch.zeros_like(token_logp)))
     if with_entropy:
@@ -96,6 +105,65 @@ def response_scores(model: torch.nn.Module, batch: PairBatch, with_entropy: bool
         scores.top_logits = torch.where(mask.unsqueeze(-1), top_logits, torch.zeros_like(top_logits))
         scores.top_ids = torch.where(mask.unsqueeze(-1), top_ids, torch.zeros_like(top_ids))
     return scores
+
+
+def shared_prompt_scores(model: torch.nn.Module, prompt_ids: list[list[int]], response_ids: list[list[int]],
+                         pad_id: int, with_entropy: bool = False, top_k: int = 0) -> ResponseScores | None:
+    """``response_scores`` with each distinct prompt run once: its KV cache is indexed to the rows that share it
+    (G siblings share their prompt) and the responses run after it. The same computation up to float rounding;
+    None when the model keeps no cache here (activation checkpointing while training), for the caller to fall back.
+    """
+    device = next(model.parameters()).device
+    distinct: dict[tuple[int, ...], int] = {}
+    index = torch.tensor([distinct.setdefault(tuple(p), len(distinct)) for p in prompt_ids], device=device)
+    prompts = [list(p) for p in distinct]
+    rows, prompt_width = len(prompt_ids), max(len(p) for p in prompts)
+    width = max(1, max(len(r) for r in response_ids))
+    input_ids = torch.full((len(prompts), prompt_width), pad_id, dtype=torch.long)
+    prompt_mask = torch.zeros_like(input_ids)
+    for number, prompt in enumerate(prompts):
+        input_ids[number, prompt_width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+        prompt_mask[number, prompt_width - len(prompt) :] = 1
+    responses = torch.full((rows, width), pad_id, dtype=torch.long)
+    for row, response in enumerate(response_ids):
+        responses[row, : len(response)] = torch.tensor(response, dtype=torch.long)
+    prompt_mask, responses = prompt_mask.to(device), responses.to(device)
+    response_mask = torch.arange(width, device=device)[None, :] < torch.tensor([len(r) for r in response_ids],
+                                                                               device=device)[:, None]
+    prompt_lengths = prompt_mask.sum(-1)
+    out = model(input_ids=input_ids.to(device), attention_mask=prompt_mask,
+                position_ids=(prompt_mask.cumsum(-1) - 1).clamp_min(0), use_cache=True, logits_to_keep=1)
+    cache = out.cache
+    if cache is None or cache.get_seq_length() != prompt_width:
+        return None
+    logits = out.logits[:, -1:].index_select(0, index)
+    if width > 1:
+        cache.reorder_cache(index)  # row r attends to the cached prompt index[r] (a differentiable index)
+        follow = model(
+            input_ids=responses[:, :-1],
+            attention_mask=torch.cat([prompt_mask.index_select(0, index), response_mask[:, :-1].long()], dim=1),
+            position_ids=prompt_lengths.index_select(0, index)[:, None] + torch.arange(width - 1, device=device),
+            cache=cache, use_cache=True,
+        )
+        logits = torch.cat([logits, follow.logits], dim=1)
+    return scores_from_logits(logits, responses, response_mask, with_entropy, top_k)
+
+
+def score_pairs(model: torch.nn.Module, prompt_ids: list[list[int]], response_ids: list[list[int]], pad_id: int,
+                with_entropy: bool = False, top_k: int = 0, share_prompts: bool = True) -> ResponseScores:
+    """Scores of (prompt, response) pairs: through ``shared_prompt_scores`` when ``share_prompts`` and a prompt
+    repeats, else one padded forward (``response_scores``)."""
+    if share_prompts and len({tuple(p) for p in prompt_ids}) < len(prompt_ids) and not _checkpointing(model):
+        scores = shared_prompt_scores(model, prompt_ids, response_ids, pad_id, with_entropy, top_k)
+        if scores is not None:
+            return scores
+    return response_scores(model, pad_pairs(prompt_ids, response_ids, pad_id), with_entropy, top_k)
+
+
+def _checkpointing(model: torch.nn.Module) -> bool:
+    """Whether a forward now would recompute activations in backward (the layers then keep no cache)."""
+    return torch.is_grad_enabled() and model.training and any(
+        getattr(module, "gradient_checkpointing", False) for module in model.modules())
 
 
 def response_logprobs(
