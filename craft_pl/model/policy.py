@@ -203,7 +203,10 @@ class Policy(torch.nn.Module):
 
     def _warm_start(self, base: torch.nn.Module, demonstrations: list[tuple[str, str]], seed: int) -> None:
         rows = [(self.encode_prompt(p), self.encode_response(r)) for p, r in demonstrations]
-        description = f"{self.model_name}|{self.tiny}|{self.dtype_name}|{sum(p.numel() for p in base.parameters())}"
+        # the float kernels too: the same settings give other weights on another torch or another CPU instruction set
+        # (AVX-512 vs AVX2: benchmarks/results/teacher_investigation.md), so such a cache must miss, not be shared
+        description = (f"{self.model_name}|{self.tiny}|{self.dtype_name}|{sum(p.numel() for p in base.parameters())}"
+                       f"|torch {torch.__version__}|cpu {torch.backends.cpu.get_cpu_capability()}")
         key = cache_key(self.warm_start, description, self.tokenizer.get_vocab(), rows, seed)
         generator = torch.Generator().manual_seed(derive_seed(seed, "warm_start"))
         self.warm_start_losses = warm_start_weights(base, rows, self.warm_start, key, self.tokenizer.pad_token_id,
