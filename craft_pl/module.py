@@ -182,7 +182,8 @@ class CraftModule(pl.LightningModule):
                                                  top_k=top_k, width=micro.response_mask.shape[1])
             if micro.old_logp is None:
                 micro.old_logp = scores.logp.detach()
-            terms = self.objective.terms(micro, scores.logp, scores.entropy)
+            entropy = scores.entropy if self.objective.entropy_coef else scores.entropy.detach()  # logged, not trained
+            terms = self.objective.terms(micro, scores.logp, entropy)
             if top_k:
                 terms.logits = scores
             for pillar in self.active_pillars:
