@@ -4,9 +4,9 @@ Usage:
     OMP_NUM_THREADS=1 python benchmarks/teacher_gap_run.py --seed 0 --name base --cache /tmp/ti/cache_base [-- extra CLI args]
 
 Runs ``python -m craft_pl validate --config configs/webshop.yaml --seed_everything=<seed> --data.val_privileged=true``
-(or a scratch entry point given by --entry) with ``CRAFT_PL_CACHE=<cache>``, logs under /tmp/ti/<name>/seed<seed>,
+(or a scratch entry point given by --entry) with ``CRAFT_PL_CACHE=<cache>``, logs under <--out>/<name>/seed<seed> (default benchmarks/runs/teacher_gap),
 and appends one JSON line (seed, student, teacher, gap, wall_s, warm-start wall time, extra args) to
-/tmp/ti/results.jsonl.
+<--out>/results.jsonl.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--cache", required=True)
     parser.add_argument("--entry", default="-m craft_pl", help="python entry: '-m craft_pl' or a script path")
-    parser.add_argument("--out", default="/tmp/ti")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "runs" / "teacher_gap"))
     parser.add_argument("--root", default=str(ROOT), help="source tree to run (cwd and PYTHONPATH), e.g. a git archive")
     parser.add_argument("extra", nargs="*")
     args = parser.parse_args()
