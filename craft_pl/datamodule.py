@@ -85,6 +85,8 @@ class RolloutDataModule(pl.LightningDataModule):
         train_panel_size: PositiveInt = 4096,
         val_tasks: PositiveInt = 128,
         val_samples_per_task: PositiveInt = 1,
+        test_tasks: PositiveInt | None = None,
+        test_samples_per_task: PositiveInt | None = None,
         val_temperature: float | None = None,
         val_batch_envs: PositiveInt = 128,
         val_privileged: bool = True,
@@ -107,6 +109,9 @@ class RolloutDataModule(pl.LightningDataModule):
             train_panel_size: Size of the fixed train task panel that RL samples from.
             val_tasks: Size of the fixed validation panel.
             val_samples_per_task: Episodes per validation task (averaging cuts sampling noise).
+            test_tasks: Size of the held-out test panel (``test``); null = ``val_tasks``. A reported number can come
+                from a larger panel than the one every periodic validation runs.
+            test_samples_per_task: Episodes per test task; null = ``val_samples_per_task``.
             val_temperature: Evaluation sampling temperature (0 = greedy); null = the environment's protocol
                 (``AgentEnv.eval_temperature``: 0.4 for ALFWorld and WebShop, greedy for Search-QA).
             val_batch_envs: Environments evaluated together in one batched rollout.
@@ -142,6 +147,8 @@ class RolloutDataModule(pl.LightningDataModule):
         self.train_panel_size = train_panel_size
         self.val_tasks = val_tasks
         self.val_samples_per_task = val_samples_per_task
+        self.test_tasks = test_tasks or val_tasks
+        self.test_samples_per_task = test_samples_per_task or val_samples_per_task
         self.val_temperature = val_temperature
         self.val_batch_envs = val_batch_envs
         self.val_privileged = val_privileged
@@ -183,7 +190,7 @@ class RolloutDataModule(pl.LightningDataModule):
 
     def panel(self, split: str) -> list[Task]:
         if split not in self._panels:
-            size = {"train": self.train_panel_size, "val": self.val_tasks, "test": self.val_tasks}[split]
+            size = {"train": self.train_panel_size, "val": self.val_tasks, "test": self.test_tasks}[split]
             self._panels[split] = self.environment.task_panel(split, size, self.panel_seed)
         return self._panels[split]
 
@@ -264,7 +271,7 @@ class RolloutDataModule(pl.LightningDataModule):
         return episodes + [[]] * (2 - len(episodes))
 
     def test_dataloader(self) -> DataLoader:
-        return DataLoader(EvaluationRollouts(self, self.panel("test"), self.val_samples_per_task), batch_size=None,
+        return DataLoader(EvaluationRollouts(self, self.panel("test"), self.test_samples_per_task), batch_size=None,
                           collate_fn=_keep)
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):

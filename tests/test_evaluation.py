@@ -95,3 +95,17 @@ def test_panels_are_the_same_in_every_process_and_for_any_batch_size(tmp_path):
                                                              "--data.val_privileged=false"])])
         seen[batch_envs] = sorted(HintReadingEngine.prompts)
     assert seen[1] == seen[8]
+
+
+def test_the_test_panel_has_its_own_size_and_samples(tmp_path):
+    HintReadingEngine.prompts = []
+    cli = main(["test", *_args(tmp_path, "t", ["--data.engine=tests.test_evaluation.HintReadingEngine",
+                                              "--data.val_tasks=2", "--data.test_tasks=5",
+                                              "--data.test_samples_per_task=3"])])
+    data = cli.datamodule
+    assert len(data.panel("val")) == 2 and len(data.panel("test")) == 5
+    assert {t.task_id for t in data.panel("test")}.isdisjoint(t.task_id for t in data.panel("val"))
+    assert len(HintReadingEngine.prompts) == 5 * 3 * 2  # 5 tasks x 3 samples, two plain turns each
+    defaults = main(["test", *_args(tmp_path, "d", ["--data.engine=tests.test_evaluation.HintReadingEngine",
+                                                   "--data.val_tasks=2"])]).datamodule
+    assert len(defaults.panel("test")) == 2 and defaults.test_samples_per_task == defaults.val_samples_per_task
