@@ -65,12 +65,33 @@ def test_a_small_grid_gives_the_table_and_plot_and_survives_a_crashing_method(tm
     assert [r["wall_s"] for r in again if r["status"] == "ok"] == [r["wall_s"] for r in records if r["status"] == "ok"]
 
 
+def test_the_reported_number_comes_from_the_test_panel_and_comparisons_are_paired(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    methods = {"grpo": ["configs/method/grpo.yaml"], "sdar": ["configs/method/sdar.yaml"]}
+    campaign = Campaign.load(_campaign(tmp_path, methods, test=True, comparisons=[["sdar", "grpo"]],
+                                       overrides=["--trainer.max_epochs=1", "--data.test_tasks=6"]))
+    records = run_campaign(campaign)
+    assert all(r["status"] == "ok" for r in records)
+    for record in records:  # the final checkpoint on the held-out panel: 6 tasks, its own report beside the checkpoint
+        assert record["test_metrics"]["test/success_rate"] == record["test_success"]
+        assert "--data.test_tasks=6" in record["test_command"] and "--ckpt_path=" in record["test_command"]
+    by_seed = {(r["method"], r["seed"]): r["test_success"] for r in records}
+    diff = [by_seed[("sdar", s)] - by_seed[("grpo", s)] for s in (0, 1)]
+    table = (tmp_path / "results" / "smoke" / "results.md").read_text()
+    assert "`test/success_rate` of the final checkpoint" in table
+    assert f"| toy | sdar - grpo | 2 | {sum(diff) / 2:+.3f} |" in table
+    rows = {row["method"]: row for row in csv.DictReader(open(tmp_path / "results" / "smoke" / "results.csv"))}
+    assert float(rows["grpo"]["mean"]) == pytest.approx((by_seed[("grpo", 0)] + by_seed[("grpo", 1)]) / 2)
+
+
 def test_unknown_methods_and_configs_fail_before_any_run(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     with pytest.raises(ValueError, match="config file configs/method/no_such_method.yaml does not exist"):
         Campaign.load(_campaign(tmp_path, ["grpo", "no_such_method"], baseline="grpo"))
     with pytest.raises(ValueError, match="baseline 'sdar' is not one of the methods"):
         Campaign.load(_campaign(tmp_path, ["grpo"]))
+    with pytest.raises(ValueError, match="comparison \\['grpo', 'craft'\\] must be two of the methods"):
+        Campaign.load(_campaign(tmp_path, ["grpo", "sdar"], comparisons=[["grpo", "craft"]]))
     with pytest.raises(ValueError, match="unknown campaign keys"):
         Campaign.load(_campaign(tmp_path, ["grpo", "sdar"], sedes=[1]))
     assert not (tmp_path / "runs").exists()

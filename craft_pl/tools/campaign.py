@@ -4,7 +4,10 @@ each run a normal ``fit`` in its own directory, then a results table and plot (`
 The grid is checked before anything runs (every config exists and every run's configuration parses). Finished runs
 are skipped, interrupted ones resume from their last checkpoint, a crashed run is recorded as failed with its error
 and the others go on. The analysis is fixed in advance: final validation success per method (mean, standard
-deviation, 95% confidence interval over seeds) and the paired difference against the baseline method, per seed.
+deviation, 95% confidence interval over seeds) and the paired difference against the baseline method, per seed,
+plus any pre-registered ``comparisons`` (pairs of methods). With ``test: true`` each run is then evaluated once on the
+held-out test panel (``test`` with its final checkpoint) and that number, not the validation panel's, is the one
+reported: selection may look at validation, the reported number never has.
 """
 
 from __future__ import annotations
@@ -57,6 +60,11 @@ class Campaign:
     results_dir: str = "benchmarks/results"
     parallel: int = 1
     threads_per_run: int | None = None
+    test: bool = False
+    """Report the final checkpoint's success on the held-out test panel (``data.test_tasks``) instead of the last
+    validation."""
+    comparisons: list[list[str]] = field(default_factory=list)
+    """Pre-registered paired differences ``[a, b]`` (a - b per seed, with its 95% CI), beside the baseline column."""
 
     @classmethod
     def load(cls, path: str | Path) -> "Campaign":
@@ -88,6 +96,9 @@ class Campaign:
                         problems.append(f"{group} {name!r}: config file {config} does not exist")
         if self.parallel < 1:
             problems.append(f"parallel must be >= 1, got {self.parallel}")
+        for pair in self.comparisons:
+            if not isinstance(pair, list) or len(pair) != 2 or any(m not in self.methods for m in pair):
+                problems.append(f"comparison {pair!r} must be two of the methods {sorted(self.methods)}")
         if len(set(self.seeds)) != len(self.seeds):
             problems.append(f"seeds must be distinct, got {self.seeds}")
         if problems:
@@ -107,8 +118,8 @@ class Campaign:
                 for method, method_configs in self.methods.items()
                 for seed in self.seeds]
 
-    def fit_arguments(self, run: Run) -> list[str]:
-        args = ["fit"]
+    def fit_arguments(self, run: Run, command: str = "fit") -> list[str]:
+        args = [command]
         for config in run.configs:
             args += ["--config", config]
         return args + [f"--seed_everything={run.seed}", f"--trainer.default_root_dir={run.directory}", *self.overrides]
@@ -142,8 +153,10 @@ def execute(campaign: Campaign, run: Run) -> dict:
     result_path = run.directory / "result.json"
     if result_path.exists():
         previous = json.loads(result_path.read_text())
-        if previous.get("status") == "ok":
+        if previous.get("status") == "ok" and (not campaign.test or "test_success" in previous):
             return previous
+        if previous.get("status") == "ok":  # fitted before ``test`` was asked for: only the test is left
+            return _write(result_path, {**previous, **test_run(campaign, run)})
     run.directory.mkdir(parents=True, exist_ok=True)
     args = campaign.fit_arguments(run)
     checkpoint = _resume_checkpoint(run.directory)
@@ -163,14 +176,45 @@ def execute(campaign: Campaign, run: Run) -> dict:
     curve = read_validation_curve(run.directory) if code == 0 else []
     if code == 0 and curve:
         record.update(status="ok", curve=curve, final_success=curve[-1][1])
+        if campaign.test:
+            record.update(test_run(campaign, run))
     else:
         tail = (run.directory / "stdout.log").read_text().strip().splitlines()[-15:]
         record.update(status="failed", exit_code=code,
                       error="\n".join(tail) if code else "the run logged no val/success_rate")
-    result_path.write_text(json.dumps(record, indent=2) + "\n")
+    _write(result_path, record)
     print(f"[campaign] {record['status']} {run.name} in {record['wall_s']:.0f}s"
-          + (f": final val success {record['final_success']:.3f}" if record["status"] == "ok" else ""), flush=True)
+          + (f": final val success {record['final_success']:.3f}" if record["status"] == "ok" else "")
+          + (f", test success {record['test_success']:.3f}" if "test_success" in record else ""), flush=True)
     return record
+
+
+def _write(path: Path, record: dict) -> dict:
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def test_run(campaign: Campaign, run: Run) -> dict:
+    """The fitted run's final checkpoint on the held-out test panel: ``test_success`` (or the failure)."""
+    checkpoints = sorted(run.directory.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not checkpoints:
+        return {"status": "failed", "error": "test: the run left no checkpoint (trainer.enable_checkpointing?)"}
+    args = campaign.fit_arguments(run, "test") + [f"--ckpt_path={checkpoints[-1]}"]
+    args[args.index(f"--trainer.default_root_dir={run.directory}")] = f"--trainer.default_root_dir={run.directory / 'test'}"
+    env = dict(os.environ)
+    if campaign.threads_per_run:
+        env.update(OMP_NUM_THREADS=str(campaign.threads_per_run), MKL_NUM_THREADS=str(campaign.threads_per_run))
+    with open(run.directory / "stdout.log", "a") as log:
+        log.write(f"\n$ {sys.executable} -m craft_pl {' '.join(args)}\n")
+        log.flush()
+        code = subprocess.call([sys.executable, "-m", "craft_pl", *args], stdout=log, stderr=subprocess.STDOUT, env=env)
+    report = checkpoints[-1].with_suffix(".test.json")
+    if code != 0 or not report.exists():
+        tail = (run.directory / "stdout.log").read_text().strip().splitlines()[-15:]
+        return {"status": "failed", "exit_code": code, "error": "test: " + "\n".join(tail)}
+    metrics = json.loads(report.read_text())["metrics"]
+    return {"test_success": metrics["test/success_rate"], "test_command": f"python -m craft_pl {' '.join(args)}",
+            "test_metrics": metrics}
 
 
 def run_campaign(campaign: Campaign, check_configs: bool = True) -> list[dict]:

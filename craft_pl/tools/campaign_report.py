@@ -66,13 +66,31 @@ def mean_std_ci(values: list[float]) -> tuple[float, float, float]:
     return mean, std, t * std / math.sqrt(n)
 
 
+def reported(record: dict) -> float:
+    """The run's reported number: its held-out test success when the campaign ran the test, else its final
+    validation success."""
+    return record.get("test_success", record["final_success"])
+
+
+def paired(records: list[dict], environment: str, first: str, second: str) -> dict:
+    """``first - second`` per seed on the seeds both finished: mean, 95% CI half-width, seeds, per-seed values."""
+    def values(method: str) -> dict[int, float]:
+        return {r["seed"]: reported(r) for r in records
+                if r["environment"] == environment and r["method"] == method and r["status"] == "ok"}
+    a, b = values(first), values(second)
+    differences = {s: a[s] - b[s] for s in sorted(set(a) & set(b))}
+    mean, _, ci = mean_std_ci(list(differences.values()))
+    return {"environment": environment, "comparison": f"{first} - {second}", "diff": mean, "ci95": ci,
+            "seeds": len(differences), "per_seed": " ".join(f"{s}:{v:+.3f}" for s, v in differences.items())}
+
+
 def summarise(records: list[dict], baseline: str | None) -> list[dict]:
-    """One row per (environment, method): final success statistics and the paired difference to the baseline."""
+    """One row per (environment, method): reported success statistics and the paired difference to the baseline."""
     rows = []
     keys = sorted({(r["environment"], r["method"]) for r in records}, key=lambda k: (k[0], _order(records, k[1])))
     for environment, method in keys:
         mine = [r for r in records if r["environment"] == environment and r["method"] == method]
-        finals = {r["seed"]: r["final_success"] for r in mine if r["status"] == "ok"}
+        finals = {r["seed"]: reported(r) for r in mine if r["status"] == "ok"}
         mean, std, ci = mean_std_ci(list(finals.values()))
         row = {"environment": environment, "method": method, "seeds_ok": len(finals), "seeds_failed":
                sum(r["status"] != "ok" for r in mine), "mean": mean, "std": std, "ci95": ci,
@@ -81,11 +99,9 @@ def summarise(records: list[dict], baseline: str | None) -> list[dict]:
                "errors": "; ".join(f"seed {r['seed']}: {last_line(r.get('error', ''))}" for r in mine
                                    if r["status"] != "ok")}
         if baseline and method != baseline:
-            base = {r["seed"]: r["final_success"] for r in records if r["environment"] == environment
-                    and r["method"] == baseline and r["status"] == "ok"}
-            differences = [finals[s] - base[s] for s in sorted(set(finals) & set(base))]
-            row["diff_vs_baseline"], _, row["diff_ci95"] = mean_std_ci(differences)
-            row["paired_seeds"] = len(differences)
+            difference = paired(records, environment, method, baseline)
+            row["diff_vs_baseline"], row["diff_ci95"] = difference["diff"], difference["ci95"]
+            row["paired_seeds"] = difference["seeds"]
         rows.append(row)
     return rows
 
@@ -110,8 +126,10 @@ def write_report(campaign: "Campaign", records: list[dict]) -> None:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["method"])
         writer.writeheader()
         writer.writerows(rows)
+    metric = "`test/success_rate` of the final checkpoint (held-out test panel)" if campaign.test \
+        else "Final `val/success_rate`"
     lines = [f"# Campaign `{campaign.name}`", "",
-             f"Final `val/success_rate` per run; mean, standard deviation and 95% CI (Student t) over seeds; paired "
+             f"{metric} per run; mean, standard deviation and 95% CI (Student t) over seeds; paired "
              f"difference against `{campaign.baseline}` on the same seeds with its 95% CI.", "",
              "| environment | method | seeds ok | failed | mean | std | 95% CI | diff vs baseline | diff 95% CI | per seed |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -119,6 +137,17 @@ def write_report(campaign: "Campaign", records: list[dict]) -> None:
         lines.append(f"| {row['environment']} | {row['method']} | {row['seeds_ok']} | {row['seeds_failed']} | "
                      f"{_fmt(row['mean'])} | {_fmt(row['std'])} | ±{_fmt(row['ci95'])} | "
                      f"{_fmt(row['diff_vs_baseline'], True)} | ±{_fmt(row['diff_ci95'])} | {row['per_seed']} |")
+    if campaign.comparisons:
+        lines += ["", "## Pre-registered comparisons", "", "Paired difference of the reported number per seed, mean "
+                  "and 95% CI (Student t); an interval that contains 0 is not a finding.", "",
+                  "| environment | comparison | seeds | diff | 95% CI | CI half-width | per seed |", "|---|---|---|---|---|---|---|"]
+        for environment in dict.fromkeys(r["environment"] for r in records):
+            for first, second in campaign.comparisons:
+                d = paired(records, environment, first, second)
+                low, high = d["diff"] - d["ci95"], d["diff"] + d["ci95"]
+                interval = "n/a" if math.isnan(d["ci95"]) else f"[{low:+.3f}, {high:+.3f}]"
+                lines.append(f"| {environment} | {d['comparison']} | {d['seeds']} | {_fmt(d['diff'], True)} | "
+                             f"{interval} | {_fmt(d['ci95'])} | {d['per_seed']} |")
     failed = [r for r in records if r["status"] != "ok"]
     if failed:
         lines += ["", "## Failed runs", ""]
