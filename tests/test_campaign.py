@@ -67,7 +67,8 @@ def test_a_small_grid_gives_the_table_and_plot_and_survives_a_crashing_method(tm
 
 def test_the_reported_number_comes_from_the_test_panel_and_comparisons_are_paired(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
-    methods = {"grpo": ["configs/method/grpo.yaml"], "sdar": ["configs/method/sdar.yaml"]}
+    methods = {"grpo": ["configs/method/grpo.yaml"],
+               "sdar": ["configs/method/sdar.yaml", "--model.objective.init_args.distill_coef=0.5"]}
     campaign = Campaign.load(_campaign(tmp_path, methods, test=True, comparisons=[["sdar", "grpo"]],
                                        overrides=["--trainer.max_epochs=1", "--data.test_tasks=6"]))
     records = run_campaign(campaign)
@@ -75,6 +76,7 @@ def test_the_reported_number_comes_from_the_test_panel_and_comparisons_are_paire
     for record in records:  # the final checkpoint on the held-out panel: 6 tasks, its own report beside the checkpoint
         assert record["test_metrics"]["test/success_rate"] == record["test_success"]
         assert "--data.test_tasks=6" in record["test_command"] and "--ckpt_path=" in record["test_command"]
+        assert ("distill_coef=0.5" in record["command"]) == (record["method"] == "sdar")  # a method's own argument
     by_seed = {(r["method"], r["seed"]): r["test_success"] for r in records}
     diff = [by_seed[("sdar", s)] - by_seed[("grpo", s)] for s in (0, 1)]
     table = (tmp_path / "results" / "smoke" / "results.md").read_text()

@@ -53,6 +53,7 @@ class Campaign:
     name: str
     environments: dict[str, list[str]]
     methods: dict[str, list[str]]
+    """Per method: config files applied in order, and ``--key=value`` arguments of that method alone."""
     seeds: list[int]
     baseline: str | None = None
     overrides: list[str] = field(default_factory=list)
@@ -92,7 +93,7 @@ class Campaign:
         for group, entries in (("environment", self.environments), ("method", self.methods)):
             for name, configs in entries.items():
                 for config in configs:
-                    if not Path(config).is_file():
+                    if not config.startswith("--") and not Path(config).is_file():
                         problems.append(f"{group} {name!r}: config file {config} does not exist")
         if self.parallel < 1:
             problems.append(f"parallel must be >= 1, got {self.parallel}")
@@ -120,8 +121,8 @@ class Campaign:
 
     def fit_arguments(self, run: Run, command: str = "fit") -> list[str]:
         args = [command]
-        for config in run.configs:
-            args += ["--config", config]
+        for config in run.configs:  # a config file, or a ``--key=value`` argument of this method / environment
+            args += [config] if config.startswith("--") else ["--config", config]
         return args + [f"--seed_everything={run.seed}", f"--trainer.default_root_dir={run.directory}", *self.overrides]
 
 
