@@ -105,11 +105,23 @@ def test_confidence_interval_uses_student_t():
     assert ci == pytest.approx(4.303 * 0.02 / 3 ** 0.5)
 
 
-@pytest.mark.parametrize("name", ["ablation_webshop_cpu", "paper_gpu", "smoke"])
+@pytest.mark.parametrize("name", ["ablation_webshop_cpu", "paper_gpu", "smoke", "distill_sweep_cpu"])
 def test_shipped_campaigns_load(name, monkeypatch):
     monkeypatch.chdir(REPO)
     campaign = Campaign.load(f"configs/campaigns/{name}.yaml")
-    assert campaign.baseline == "sdar" and campaign.runs()
+    assert campaign.baseline in campaign.methods and campaign.runs()
+    if name == "distill_sweep_cpu":  # each method's own argument reaches its parsed configuration
+        import contextlib
+        import io
+
+        from craft_pl.cli import main
+
+        for run in campaign.runs()[::3]:
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed), pytest.raises(SystemExit):
+                main(campaign.fit_arguments(run) + ["--print_config"])
+            config = yaml.safe_load(printed.getvalue())
+            assert config["model"]["objective"]["init_args"]["distill_coef"] == float(run.method.split("_d")[1])
     if name == "ablation_webshop_cpu":
         from craft_pl.tools.campaign import check_runs_parse
 
