@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import sys
@@ -28,6 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import ENV_ARGS, rollout_step  # noqa: E402
+from benchmarks.machine import machine_record  # noqa: E402
 from craft_pl.envs.webshop import WebShopEnv  # noqa: E402
 from craft_pl.model import Policy, TinyModelSpec  # noqa: E402
 from craft_pl.rollout.collector import Collector  # noqa: E402
@@ -147,7 +147,7 @@ def main() -> None:
         "rounds": args.rounds,
         **shared_prefill_vs_previous(policy, args.tasks, args.groups, args.rounds),
     }
-    record["load_average_1_5_15_min_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    record["machine_record"] = machine_record()
     out = Path(__file__).parent / "results" / "generation_throughput.json"
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))

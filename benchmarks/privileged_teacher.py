@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.machine import machine_record  # noqa: E402
 
 
 def run_seed(seed: int, name: str, extra: list[str], threads: int | None) -> dict:
@@ -45,18 +47,6 @@ def run_seed(seed: int, name: str, extra: list[str], threads: int | None) -> dic
             "gap": metrics["val/success_rate_privileged"] - metrics["val/success_rate"],
             "wall_s": round(time.time() - started, 1), "omp_num_threads": environment.get("OMP_NUM_THREADS"),
             "command": "python -m craft_pl " + " ".join(command[3:]).replace(str(ROOT) + "/", "")}
-
-
-def machine_record() -> dict:
-    """What the result depends on beyond the code: packages, torch's CPU kernel family, the CPU, the cache."""
-    import torch
-
-    freeze = subprocess.run([sys.executable, "-m", "pip", "freeze"], capture_output=True, text=True).stdout.split("\n")
-    cpu_model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    return {"python": platform.python_version(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "cpu_model": cpu_model, "craft_pl_cache": os.environ.get("CRAFT_PL_CACHE", "(default)"),
-            "pip_freeze": [line for line in freeze if line and not line.startswith("-e ")]}
 
 
 def main() -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import ENV_ARGS, SCORING_BATCH_SIZE, rollout_step
+from benchmarks.machine import machine_record
 from craft_pl.model.logprobs import pad_pairs, scores_from_logits
 from craft_pl.rollout.engine import SamplingParams
 from craft_pl.rollout.experience import with_privileged_contexts
@@ -108,7 +108,7 @@ def main() -> None:
         },
         "torch_threads": torch.get_num_threads(),
         "repeats": args.repeats,
-        "load_average_1_5_15_min_at_end": [round(x, 2) for x in os.getloadavg()],
+        "machine_record": machine_record(),
     }
     out = Path(__file__).parent / "results" / "teacher_pass_cost.json"
     out.write_text(json.dumps(record, indent=2) + "\n")

@@ -37,6 +37,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.machine import machine_record  # noqa: E402
+
 ROWS_PER_PROMPT = 8
 PROMPTS_PER_STEP = 4
 MAX_NEW_TOKENS = 32
@@ -328,6 +331,10 @@ def package_versions() -> dict:
     return versions
 
 
+SIDES = {"craft": ("craft", {}), "trl": ("trl", {}), "craft_before": ("craft", {"before": True})}
+"""Side name -> (worker, options): craft_pl now, TRL, and craft_pl as it ran before the speed work."""
+
+
 def compare(directory: str, args, parameters: int) -> dict:
     """Rounds of craft_pl (now), TRL and craft_pl (before), in an order that rotates each round."""
     rounds = []
@@ -374,7 +381,7 @@ def compare(directory: str, args, parameters: int) -> dict:
         "rounds": rounds,
         "packages": package_versions(),
         "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip(),
-        "load_average_1_5_15_min_at_end": [round(x, 2) for x in os.getloadavg()],
+        "machine_record": machine_record(),
     }
 
 
@@ -434,7 +441,8 @@ def main() -> None:
                         "each round one fresh run of each, alternating; first_step includes any compiling",
                 **experiments(directory, args)}}
         else:
-            record = {**previous, **compare(directory, args, parameters)}
+            stale = ("machine_state", "load_average_1_5_15_min_at_end")  # notes about an earlier measurement
+            record = {**{k: v for k, v in previous.items() if k not in stale}, **compare(directory, args, parameters)}
     RESULT.write_text(json.dumps(record, indent=2) + "\n")
     print_table(record, args.experiments)
 

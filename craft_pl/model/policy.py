@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal
 
