@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.machine import machine_record  # noqa: E402
 from tests.tb import read_scalars  # noqa: E402
 
 
@@ -90,6 +91,7 @@ def main() -> None:
         "gain_mean": statistics.mean(gains) if gains else None,
         "gain_std": statistics.stdev(gains) if len(gains) > 1 else None,
         "privileged_gap_mean": statistics.mean(privileged_gaps) if privileged_gaps else None,
+        "machine_record": machine_record(),
     }
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
