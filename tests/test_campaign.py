@@ -105,11 +105,15 @@ def test_confidence_interval_uses_student_t():
     assert ci == pytest.approx(4.303 * 0.02 / 3 ** 0.5)
 
 
-@pytest.mark.parametrize("name", ["ablation_webshop_cpu", "paper_gpu", "smoke", "distill_sweep_cpu"])
+@pytest.mark.parametrize("name", ["ablation_webshop_cpu", "paper_gpu", "smoke", "distill_sweep_cpu", "teacher_harm_webshop"])
 def test_shipped_campaigns_load(name, monkeypatch):
     monkeypatch.chdir(REPO)
     campaign = Campaign.load(f"configs/campaigns/{name}.yaml")
     assert campaign.baseline in campaign.methods and campaign.runs()
+    if name == "teacher_harm_webshop":  # the pre-registered grid: 9 arms x 5 seeds, H1-H4 first among its comparisons
+        assert len(campaign.runs()) == 45 and campaign.test
+        assert campaign.comparisons[:4] == [["sdar_r1", "grpo"], ["sdar_r05", "sdar_r1"], ["craft_r05", "sdar_r05"],
+                                            ["craft_loo_r05", "craft_r05"]]
     if name == "distill_sweep_cpu":  # each method's own argument reaches its parsed configuration
         import contextlib
         import io
