@@ -1,6 +1,9 @@
 """Dump the tokenizer corpus (and demonstrations) the default warm start trains on, then stop."""
 import json, sys, hashlib
-import craft_pl.model.loading as loading
+try:  # the current layout; the recording commit (7cfaf1c) kept train_tokenizer in craft_pl/policy.py
+    import craft_pl.model.loading as loading
+except ImportError:
+    import craft_pl.policy as loading
 
 OUT = sys.argv.pop(1)
 
