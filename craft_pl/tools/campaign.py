@@ -157,32 +157,25 @@ def execute(campaign: Campaign, run: Run) -> dict:
         if previous.get("status") == "ok" and (not campaign.test or "test_success" in previous):
             return previous
         if previous.get("status") == "ok":  # fitted before ``test`` was asked for: only the test is left
-            return _write(result_path, {**previous, **test_run(campaign, run)})
+            return _write(result_path, {**previous, **evaluate_on_test_panel(campaign, run)})
     run.directory.mkdir(parents=True, exist_ok=True)
     args = campaign.fit_arguments(run)
     checkpoint = _resume_checkpoint(run.directory)
     if checkpoint is not None:
         args.append(f"--ckpt_path={checkpoint}")
-    env = dict(os.environ)
-    if campaign.threads_per_run:
-        env.update(OMP_NUM_THREADS=str(campaign.threads_per_run), MKL_NUM_THREADS=str(campaign.threads_per_run))
     started = time.time()
     print(f"[campaign] start {run.name}" + (f" (resuming {checkpoint.name})" if checkpoint else ""), flush=True)
-    with open(run.directory / "stdout.log", "a") as log:
-        log.write(f"\n$ {sys.executable} -m craft_pl {' '.join(args)}\n")
-        log.flush()
-        code = subprocess.call([sys.executable, "-m", "craft_pl", *args], stdout=log, stderr=subprocess.STDOUT, env=env)
+    code = call_craft_pl(campaign, run, args)
     record = {"run": run.name, "environment": run.environment, "method": run.method, "seed": run.seed,
               "command": f"python -m craft_pl {' '.join(args)}", "wall_s": round(time.time() - started, 1)}
     curve = read_validation_curve(run.directory) if code == 0 else []
     if code == 0 and curve:
         record.update(status="ok", curve=curve, final_success=curve[-1][1])
         if campaign.test:
-            record.update(test_run(campaign, run))
+            record.update(evaluate_on_test_panel(campaign, run))
     else:
-        tail = (run.directory / "stdout.log").read_text().strip().splitlines()[-15:]
         record.update(status="failed", exit_code=code,
-                      error="\n".join(tail) if code else "the run logged no val/success_rate")
+                      error=log_tail(run) if code else "the run logged no val/success_rate")
     _write(result_path, record)
     print(f"[campaign] {record['status']} {run.name} in {record['wall_s']:.0f}s"
           + (f": final val success {record['final_success']:.3f}" if record["status"] == "ok" else "")
@@ -190,29 +183,38 @@ def execute(campaign: Campaign, run: Run) -> dict:
     return record
 
 
-def _write(path: Path, record: dict) -> dict:
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    return record
-
-
-def test_run(campaign: Campaign, run: Run) -> dict:
-    """The fitted run's final checkpoint on the held-out test panel: ``test_success`` (or the failure)."""
-    checkpoints = sorted(run.directory.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not checkpoints:
-        return {"status": "failed", "error": "test: the run left no checkpoint (trainer.enable_checkpointing?)"}
-    args = campaign.fit_arguments(run, "test") + [f"--ckpt_path={checkpoints[-1]}"]
-    args[args.index(f"--trainer.default_root_dir={run.directory}")] = f"--trainer.default_root_dir={run.directory / 'test'}"
+def call_craft_pl(campaign: Campaign, run: Run, args: list[str]) -> int:
+    """``python -m craft_pl <args>`` for ``run``, appended to its ``stdout.log`` (with the campaign's thread count);
+    returns the exit code."""
     env = dict(os.environ)
     if campaign.threads_per_run:
         env.update(OMP_NUM_THREADS=str(campaign.threads_per_run), MKL_NUM_THREADS=str(campaign.threads_per_run))
     with open(run.directory / "stdout.log", "a") as log:
         log.write(f"\n$ {sys.executable} -m craft_pl {' '.join(args)}\n")
         log.flush()
-        code = subprocess.call([sys.executable, "-m", "craft_pl", *args], stdout=log, stderr=subprocess.STDOUT, env=env)
+        return subprocess.call([sys.executable, "-m", "craft_pl", *args], stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def log_tail(run: Run, lines: int = 15) -> str:
+    return "\n".join((run.directory / "stdout.log").read_text().strip().splitlines()[-lines:])
+
+
+def _write(path: Path, record: dict) -> dict:
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def evaluate_on_test_panel(campaign: Campaign, run: Run) -> dict:
+    """The fitted run's final checkpoint on the held-out test panel: ``test_success`` (or the failure)."""
+    checkpoints = sorted(run.directory.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not checkpoints:
+        return {"status": "failed", "error": "test: the run left no checkpoint (trainer.enable_checkpointing?)"}
+    args = campaign.fit_arguments(run, "test") + [f"--ckpt_path={checkpoints[-1]}"]
+    args[args.index(f"--trainer.default_root_dir={run.directory}")] = f"--trainer.default_root_dir={run.directory / 'test'}"
+    code = call_craft_pl(campaign, run, args)
     report = checkpoints[-1].with_suffix(".test.json")
     if code != 0 or not report.exists():
-        tail = (run.directory / "stdout.log").read_text().strip().splitlines()[-15:]
-        return {"status": "failed", "exit_code": code, "error": "test: " + "\n".join(tail)}
+        return {"status": "failed", "exit_code": code, "error": "test: " + log_tail(run)}
     metrics = json.loads(report.read_text())["metrics"]
     return {"test_success": metrics["test/success_rate"], "test_command": f"python -m craft_pl {' '.join(args)}",
             "test_metrics": metrics}
