@@ -1,7 +1,7 @@
 """One seed of the privileged-teacher measurement with a chosen cache and extra CLI overrides (investigation helper).
 
 Usage:
-    OMP_NUM_THREADS=1 python benchmarks/teacher_gap_run.py --seed 0 --name base --cache /tmp/ti/cache_base [-- extra CLI args]
+    OMP_NUM_THREADS=1 python benchmarks/teacher_gap_run.py --seed 0 --name base --cache <empty folder> [-- extra CLI args]
 
 Runs ``python -m craft_pl validate --config configs/webshop.yaml --seed_everything=<seed> --data.val_privileged=true``
 (or a scratch entry point given by --entry) with ``CRAFT_PL_CACHE=<cache>``, logs under <--out>/<name>/seed<seed> (default benchmarks/runs/teacher_gap),
