@@ -6,7 +6,9 @@ Usage:
 
 Each seed runs ``python -m craft_pl fit --config <configs...> --seed_everything <seed>`` in its own directory under
 ``benchmarks/runs/<name>/seed<k>`` and the script reads its TensorBoard scalars: validation success right after the
-warm start (step 0), at the end, with privileged context after the warm start, and the wall time. It writes
+warm start (step 0), at the end, with privileged context after the warm start, and the wall time; and from the
+validation reports (``evaluation/val_step<N>.json``) the valid-action ratio and the success per task type / data
+source at the start and the end (with each type's episode count on the panel). It writes
 ``benchmarks/results/<name>.json`` and ``.md``. With ``--parallel N`` the seeds run N at a time, each with
 OMP_NUM_THREADS = 2 // N (oversubscribed OpenMP threads slow every process down many times over).
 """
@@ -29,7 +31,24 @@ from benchmarks.machine import machine_record  # noqa: E402
 from tests.tb import read_scalars  # noqa: E402
 
 
+def evaluation_reports(run_dir: Path) -> list[dict]:
+    """The run's periodic validation reports (``evaluation/val_step<N>.json``), in step order."""
+    reports = [json.loads(p.read_text()) for p in run_dir.rglob("evaluation/val_step*.json")]
+    return sorted(reports, key=lambda report: report["global_step"])
+
+
+def per_type(reports: list[dict]) -> dict:
+    """Success per task type / data source after the warm start and at the end, with each type's episode count."""
+    if not reports:
+        return {}
+    first, last = reports[0]["metrics"], reports[-1]["metrics"]
+    types = sorted(key.split("/", 2)[2] for key in first if key.startswith("val/success_rate/"))
+    return {kind: {"start": first[f"val/success_rate/{kind}"], "end": last.get(f"val/success_rate/{kind}"),
+                   "episodes": first.get(f"val/episodes/{kind}")} for kind in types}
+
+
 def summarise(run_dir: Path) -> dict:
+    reports = evaluation_reports(run_dir)
     scalars = read_scalars(run_dir)
     success = sorted(scalars.get("val/success_rate", []))
     privileged = sorted(scalars.get("val/success_rate_privileged", []))
@@ -39,6 +58,9 @@ def summarise(run_dir: Path) -> dict:
         "curve": [(step, round(value, 4)) for step, value in success],
         "start_privileged": privileged[0][1] if privileged else None,
         "end_privileged": privileged[-1][1] if privileged else None,
+        "valid_action_ratio_start_end": [reports[i]["metrics"].get("val/valid_action_ratio") for i in (0, -1)]
+        if reports else None,
+        "per_type": per_type(reports),
         "train_success_first_last": [round(v, 4) for _, v in sorted(scalars.get("rollout/success_rate", []))[:: max(
             1, len(scalars.get("rollout/success_rate", [])) - 1)]],
     }
@@ -82,6 +104,10 @@ def main() -> None:
     gains = [r["end"] - r["start"] for r in results.values() if r.get("end") is not None]
     privileged_gaps = [r["start_privileged"] - r["start"] for r in results.values()
                        if r.get("start_privileged") is not None]
+    types = sorted({kind for r in results.values() for kind in r.get("per_type", {})})
+    per_type_gain = {kind: statistics.mean(r["per_type"][kind]["end"] - r["per_type"][kind]["start"]
+                                           for r in results.values() if kind in r.get("per_type", {}))
+                     for kind in types}
     summary = {
         "configs": configs,
         "extra": args.extra,
@@ -91,6 +117,7 @@ def main() -> None:
         "gain_mean": statistics.mean(gains) if gains else None,
         "gain_std": statistics.stdev(gains) if len(gains) > 1 else None,
         "privileged_gap_mean": statistics.mean(privileged_gaps) if privileged_gaps else None,
+        "per_type_gain_mean": per_type_gain,
         "machine_record": machine_record(),
     }
     out = ROOT / "benchmarks" / "results"
@@ -105,6 +132,15 @@ def main() -> None:
                      f"{r.get('wall_s')} |")
     lines += ["", f"mean gain {summary['gain_mean']}, std {summary['gain_std']}; mean privileged gap "
                   f"{summary['privileged_gap_mean']}"]
+    if types:
+        lines += ["", "| task type | episodes per panel | " + " | ".join(f"seed {s} start -> end" for s in sorted(results))
+                  + " | mean gain |", "|---|---|" + "---|" * len(results) + "---|"]
+        for kind in types:
+            cells = [f"{r['per_type'][kind]['start']:.3f} -> {r['per_type'][kind]['end']:.3f}"
+                     if kind in r.get("per_type", {}) else "" for _, r in sorted(results.items())]
+            episodes = next((r["per_type"][kind]["episodes"] for r in results.values() if kind in r.get("per_type", {})),
+                            None)
+            lines.append(f"| {kind} | {episodes} | " + " | ".join(cells) + f" | {per_type_gain[kind]:+.3f} |")
     (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -2,7 +2,8 @@
 
 Keys (with ``prefix`` = ``val`` or ``test``): ``success_rate``, ``score`` (WebShop's attribute score; other
 environments report their own score in [0, 1]), ``valid_action_ratio`` (over turns), ``turns`` (mean per episode),
-``env_errors`` (count), and ``success_rate/<task type>`` for every type with at least one episode.
+``env_errors`` (count), and ``success_rate/<task type>`` and ``episodes/<task type>`` (count) for every type with at
+least one episode.
 """
 
 from __future__ import annotations
@@ -60,4 +61,5 @@ class EpisodeMetrics(Metric):
         for index, task_type in enumerate(self.task_types):
             if self.type_episodes[index] > 0:
                 metrics[f"{p}/success_rate/{task_type}"] = float(self.type_wins[index] / self.type_episodes[index])
+                metrics[f"{p}/episodes/{task_type}"] = float(self.type_episodes[index])
         return metrics

@@ -6,6 +6,7 @@ import sys
 
 import torch
 
+from benchmarks.learning_webshop import evaluation_reports, per_type
 from craft_pl.cli import main
 from craft_pl.evaluation import EpisodeMetrics
 from craft_pl.batch import Trajectory
@@ -54,6 +55,12 @@ def test_validate_with_a_checkpoint_writes_json_beside_it(tmp_path):
     (ckpt,) = (tmp_path / "fit").rglob("*.ckpt")
     periodic = list((tmp_path / "fit").rglob("evaluation/val_step*.json"))
     assert periodic and "val/success_rate" in json.loads(periodic[0].read_text())["metrics"]
+    # the learning benchmark's per-type view reads these reports: every type, episodes adding up to the panel
+    kinds = per_type(evaluation_reports(tmp_path / "fit"))
+    metrics = json.loads(periodic[0].read_text())["metrics"]
+    assert set(kinds) == {k.split("/", 2)[2] for k in metrics if k.startswith("val/success_rate/")} != set()
+    assert sum(k["episodes"] for k in kinds.values()) == 4  # --data.val_tasks=4, one sample each
+    assert all(0.0 <= k["start"] <= 1.0 and 0.0 <= k["end"] <= 1.0 for k in kinds.values())
     main(["validate", *_args(tmp_path, "val"), f"--ckpt_path={ckpt}"])
     report = json.loads(ckpt.with_suffix(".validate.json").read_text())
     assert report["ckpt_path"] == str(ckpt) and 0.0 <= report["metrics"]["val/success_rate"] <= 1.0
@@ -77,6 +84,7 @@ def test_per_type_success_adds_up_to_the_overall_rate():
     counts = {kind: sum(t.task_type == kind for t in tasks) for kind in env.task_types}
     total = sum(metrics[f"val/success_rate/{kind}"] * counts[kind] for kind in env.task_types)
     assert abs(total - sum(outcomes)) < 1e-9
+    assert {kind: metrics[f"val/episodes/{kind}"] for kind in env.task_types} == counts
     assert metrics["val/success_rate"] == sum(outcomes) / len(outcomes)
 
 
