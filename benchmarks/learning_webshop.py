@@ -2,13 +2,13 @@
 
 Usage:
     python benchmarks/learning_webshop.py [--seeds 0 1 2] [--parallel 1] [--config configs/webshop.yaml ...]
-        [--name webshop_default] [-- extra CLI arguments]
+        [--name webshop_default] [--report_only] [-- extra CLI arguments]
 
 Each seed runs ``python -m craft_pl fit --config <configs...> --seed_everything <seed>`` in its own directory under
 ``benchmarks/runs/<name>/seed<k>`` and the script reads its TensorBoard scalars: validation success right after the
-warm start (step 0), at the end, with privileged context after the warm start, and the wall time; and from the
-validation reports (``evaluation/val_step<N>.json``) the valid-action ratio and the success per task type / data
-source at the start and the end (with each type's episode count on the panel). It writes
+warm start (step 0), at the end, with privileged context after the warm start, the valid-action ratio, the success
+per task type / data source at the start and the end (with each type's episode count on the panel), and the wall
+time. It writes
 ``benchmarks/results/<name>.json`` and ``.md``. With ``--parallel N`` the seeds run N at a time, each with
 OMP_NUM_THREADS = 2 // N (oversubscribed OpenMP threads slow every process down many times over).
 """
@@ -31,25 +31,22 @@ from benchmarks.machine import machine_record  # noqa: E402
 from tests.tb import read_scalars  # noqa: E402
 
 
-def evaluation_reports(run_dir: Path) -> list[dict]:
-    """The run's periodic validation reports (``evaluation/val_step<N>.json``), in step order."""
-    reports = [json.loads(p.read_text()) for p in run_dir.rglob("evaluation/val_step*.json")]
-    return sorted(reports, key=lambda report: report["global_step"])
-
-
-def per_type(reports: list[dict]) -> dict:
-    """Success per task type / data source after the warm start and at the end, with each type's episode count."""
-    if not reports:
-        return {}
-    first, last = reports[0]["metrics"], reports[-1]["metrics"]
-    types = sorted(key.split("/", 2)[2] for key in first if key.startswith("val/success_rate/"))
-    return {kind: {"start": first[f"val/success_rate/{kind}"], "end": last.get(f"val/success_rate/{kind}"),
-                   "episodes": first.get(f"val/episodes/{kind}")} for kind in types}
+def per_type(scalars: dict) -> dict:
+    """Success per task type / data source right after the warm start (the validation before RL) and at the end,
+    with each type's episode count on the panel, from the run's TensorBoard scalars."""
+    types = sorted(tag.split("/", 2)[2] for tag in scalars if tag.startswith("val/success_rate/"))
+    result = {}
+    for kind in types:
+        curve = sorted(scalars[f"val/success_rate/{kind}"])
+        episodes = sorted(scalars.get(f"val/episodes/{kind}", []))
+        result[kind] = {"start": curve[0][1], "end": curve[-1][1], "curve": [(s, round(v, 4)) for s, v in curve],
+                        "episodes": episodes[0][1] if episodes else None}
+    return result
 
 
 def summarise(run_dir: Path) -> dict:
-    reports = evaluation_reports(run_dir)
     scalars = read_scalars(run_dir)
+    valid = sorted(scalars.get("val/valid_action_ratio", []))
     success = sorted(scalars.get("val/success_rate", []))
     privileged = sorted(scalars.get("val/success_rate_privileged", []))
     return {
@@ -58,9 +55,8 @@ def summarise(run_dir: Path) -> dict:
         "curve": [(step, round(value, 4)) for step, value in success],
         "start_privileged": privileged[0][1] if privileged else None,
         "end_privileged": privileged[-1][1] if privileged else None,
-        "valid_action_ratio_start_end": [reports[i]["metrics"].get("val/valid_action_ratio") for i in (0, -1)]
-        if reports else None,
-        "per_type": per_type(reports),
+        "valid_action_ratio_start_end": [valid[0][1], valid[-1][1]] if valid else None,
+        "per_type": per_type(scalars),
         "train_success_first_last": [round(v, 4) for _, v in sorted(scalars.get("rollout/success_rate", []))[:: max(
             1, len(scalars.get("rollout/success_rate", [])) - 1)]],
     }
@@ -72,14 +68,21 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("--config", action="append", default=None)
     parser.add_argument("--name", default="webshop_default")
+    parser.add_argument("--report_only", action="store_true",
+                        help="re-read the finished runs of benchmarks/results/<name>.json and rewrite it (no training)")
     parser.add_argument("extra", nargs="*")
     args = parser.parse_args()
     configs = args.config or ["configs/webshop.yaml"]
     threads = max(1, 2 // args.parallel)
     runs_root = ROOT / "benchmarks" / "runs" / args.name
-    pending = list(args.seeds)
+    pending = [] if args.report_only else list(args.seeds)
     running: list[tuple[int, subprocess.Popen, float]] = []
     results = {}
+    if args.report_only:  # the earlier record keeps its commands, wall times and machine; the summaries are re-read
+        previous = json.loads((ROOT / "benchmarks" / "results" / f"{args.name}.json").read_text())
+        configs, args.extra, args.seeds, args.parallel = (previous["configs"], previous["extra"], previous["seeds"],
+                                                          previous["parallel"])
+        results = {int(seed): {**run, **summarise(runs_root / f"seed{seed}")} for seed, run in previous["runs"].items()}
     while pending or running:
         while pending and len(running) < args.parallel:
             seed = pending.pop(0)
@@ -118,7 +121,7 @@ def main() -> None:
         "gain_std": statistics.stdev(gains) if len(gains) > 1 else None,
         "privileged_gap_mean": statistics.mean(privileged_gaps) if privileged_gaps else None,
         "per_type_gain_mean": per_type_gain,
-        "machine_record": machine_record(),
+        "machine_record": previous["machine_record"] if args.report_only else machine_record(),
     }
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)

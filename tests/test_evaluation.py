@@ -6,11 +6,12 @@ import sys
 
 import torch
 
-from benchmarks.learning_webshop import evaluation_reports, per_type
+from benchmarks.learning_webshop import per_type
 from craft_pl.cli import main
 from craft_pl.evaluation import EpisodeMetrics
 from craft_pl.batch import Trajectory
 from craft_pl.rollout.engine import Generation, GenerationEngine
+from tests.tb import read_scalars
 from tests.test_training_toy import TOY_ARGS
 from tests.toy_env import PickWordEnv, WORDS
 
@@ -55,11 +56,11 @@ def test_validate_with_a_checkpoint_writes_json_beside_it(tmp_path):
     (ckpt,) = (tmp_path / "fit").rglob("*.ckpt")
     periodic = list((tmp_path / "fit").rglob("evaluation/val_step*.json"))
     assert periodic and "val/success_rate" in json.loads(periodic[0].read_text())["metrics"]
-    # the learning benchmark's per-type view reads these reports: every type, episodes adding up to the panel
-    kinds = per_type(evaluation_reports(tmp_path / "fit"))
-    metrics = json.loads(periodic[0].read_text())["metrics"]
-    assert set(kinds) == {k.split("/", 2)[2] for k in metrics if k.startswith("val/success_rate/")} != set()
+    # the learning benchmark's per-type view: every type, from the validation before RL to the last one
+    kinds = per_type(read_scalars(tmp_path / "fit"))
+    assert set(kinds) == set(PickWordEnv().task_types)
     assert sum(k["episodes"] for k in kinds.values()) == 4  # --data.val_tasks=4, one sample each
+    assert all(k["curve"][0][0] == 0 and len(k["curve"]) >= 2 for k in kinds.values())  # step 0 = before RL
     assert all(0.0 <= k["start"] <= 1.0 and 0.0 <= k["end"] <= 1.0 for k in kinds.values())
     main(["validate", *_args(tmp_path, "val"), f"--ckpt_path={ckpt}"])
     report = json.loads(ckpt.with_suffix(".validate.json").read_text())
