@@ -192,9 +192,9 @@ class EnvironmentFacts:
     task_types: list[str]
     has_privileged_context: bool
     group_size: int
-    demonstrations: Callable[[int, float], list[tuple[str, str]]]
-    """``(count, privileged_fraction) -> [(prompt text, response text)]``: expert demonstrations for the warm
-    start and the tokenizer corpus."""
+    demonstrations: Callable[[int, float, float], list[tuple[str, str]]]
+    """``(count, privileged_fraction, recovery_rate) -> [(prompt text, response text)]``: expert demonstrations for
+    the warm start and the tokenizer corpus."""
     evaluate: Callable[[], list[list[Trajectory]]]
     """Runs the validation panel now: ``[plain episodes, privileged episodes (empty when not run)]``."""
     hint_is_reliable: Callable[[Task], bool] = lambda task: True

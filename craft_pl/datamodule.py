@@ -201,9 +201,11 @@ class RolloutDataModule(pl.LightningDataModule):
             return self.val_temperature
         return float(self.environment.eval_temperature)
 
-    def demonstrations(self, count: int, privileged_fraction: float = 0.0) -> list[tuple[str, str]]:
+    def demonstrations(self, count: int, privileged_fraction: float = 0.0,
+                       recovery_rate: float = 0.0) -> list[tuple[str, str]]:
         """Expert (prompt, response) pairs on ``count`` train tasks (see ``craft_pl.rollout.demonstrations``)."""
-        return demonstrations(self.environment, count, self.panel_seed, self.history_length, privileged_fraction)
+        return demonstrations(self.environment, count, self.panel_seed, self.history_length, privileged_fraction,
+                              recovery_rate)
 
     # ------------------------------------------------------------------ training: one RL step
     def train_dataloader(self) -> DataLoader:

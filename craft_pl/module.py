@@ -148,7 +148,8 @@ class CraftModule(pl.LightningModule):
         demonstrations, corpus = None, []
         if self.policy.warm_start is not None or self.policy.needs_corpus:
             count = self.policy.warm_start.num_demos if self.policy.warm_start else 200
-            demonstrations = environment.demonstrations(count, self.policy.privileged_demo_fraction)
+            demonstrations = environment.demonstrations(count, self.policy.privileged_demo_fraction,
+                                                        self.policy.recovery_demo_rate)
             corpus = [prompt + response for prompt, response in demonstrations]
         self.policy.build(corpus, demonstrations if self.policy.warm_start else None, seed,
                           device=self._trainer.strategy.root_device if self._trainer is not None else None)

@@ -217,6 +217,26 @@ def test_rewards_invalid_actions_and_horizon(env):
     short.close()
 
 
+def test_recovery_demonstrations_show_invalid_and_off_plan_states_with_expert_labels(env):
+    from craft_pl.rollout.demonstrations import Perturbation, collect_demonstrations
+
+    long_env = AlfWorldEnv(cache_dir=env.cache_dir, max_turns=30, **ENV_ARGS)
+    tasks = long_env.task_panel("train", 8, 0)
+    noise = Perturbation(0.3, seed=1)
+    demos, success = collect_demonstrations(long_env, tasks, history_length=2, noise=noise)
+    long_env.close()
+    assert success == 1.0 and noise.count > 0  # the expert recovers from every perturbation within 30 turns
+    after_invalid = [i for i, (prompt, _) in enumerate(demos) if f"Observation: {NOTHING_HAPPENS}" in prompt]
+    assert after_invalid, "no row shows the state after an invalid command"
+    for i in after_invalid:  # an invalid command changed nothing: the expert asks again for the step it lost
+        assert demos[i][1] == demos[i - 1][1]
+    for prompt, response in demos:  # every label is an admissible command of its own state
+        listed = prompt.split("Actions: ")[-1].split("\n")[0].split(", ")
+        assert parse_action(response)[0] in listed
+    clean, _ = collect_demonstrations(env, tasks, history_length=2)
+    assert not any(NOTHING_HAPPENS in prompt for prompt, _ in clean)
+
+
 def test_task_panels_are_functions_of_the_seed(env):
     first = env.task_panel("train", 20, 3)
     assert [t.payload for t in first] == [t.payload for t in env.task_panel("train", 20, 3)]

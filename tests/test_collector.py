@@ -5,7 +5,7 @@ import torch
 
 from craft_pl.envs.base import PromptParts
 from craft_pl.rollout.collector import Collector
-from craft_pl.rollout.demonstrations import collect_demonstrations
+from craft_pl.rollout.demonstrations import Perturbation, collect_demonstrations
 from craft_pl.rollout.experience import rows_from_trajectories
 from craft_pl.rollout.prompts import encode_prompt_parts
 from craft_pl.rollout.engine import Generation, GenerationEngine, SamplingParams
@@ -90,3 +90,36 @@ def test_an_environment_error_skips_one_expert_episode_not_the_warm_start(caplog
     assert len(demonstrations) == len(tasks) - failing  # one turn per won episode
     assert success == (len(tasks) - failing) / len(tasks)
     assert f"{failing} of {len(tasks)} expert episodes failed" in caplog.text
+
+
+def test_perturbations_are_seeded_and_either_another_admissible_action_or_an_invalid_near_miss():
+    admissible = ["go to desk 1", "go to bed 1", "take pen 1 from desk 1", "look"]
+    noise, again = Perturbation(0.5, seed=3), Perturbation(0.5, seed=3)
+    draws = [noise.replace("go to desk 1", admissible) for _ in range(400)]
+    assert draws == [again.replace("go to desk 1", admissible) for _ in range(400)]
+    executed = [d for d in draws if d is not None]
+    assert noise.count == len(executed) and 150 < len(executed) < 250  # about half the turns at rate 0.5
+    invalid = [d for d in executed if d not in admissible]
+    assert invalid and len(invalid) < len(executed)  # both kinds occur
+    assert "go to desk 1" not in executed  # never the expert's own action
+    words = {w for a in admissible for w in a.split()}
+    assert all(set(d.split()) <= words for d in invalid)  # near-misses from the state's own words
+    assert all(Perturbation(0.0, seed=3).replace("look", admissible) is None for _ in range(50))
+    with pytest.raises(ValueError, match="recovery_rate"):
+        Perturbation(1.5, seed=0)
+
+
+def test_perturbed_episodes_that_are_lost_are_dropped_and_labels_stay_the_experts():
+    env = PickWordEnv(max_turns=1)
+    tasks = env.task_panel("train", 40, 0)
+    demos, success = collect_demonstrations(env, tasks, 2, noise=Perturbation(0.5, seed=0))
+    assert 0 < success < 1  # a perturbed pick is another word: that episode is lost and dropped
+    assert all(response == f"<think>ok</think><action>{prompt.split()[2]}</action>" for prompt, response in demos)
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.0])
+def test_a_recovery_rate_outside_zero_to_one_fails_when_the_policy_is_configured(rate):
+    from craft_pl.model import Policy
+
+    with pytest.raises(ValueError, match="recovery_demo_rate"):
+        Policy(recovery_demo_rate=rate)

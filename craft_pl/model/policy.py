@@ -51,6 +51,7 @@ class Policy(torch.nn.Module):
         teacher: Literal["policy", "ema", "frozen"] = "policy",
         teacher_ema_decay: float = 0.99,
         privileged_demo_fraction: float = 0.5,
+        recovery_demo_rate: float = 0.0,
         quantization: Literal["nf4"] | None = None,
         compute_dtype: Literal["float32", "bfloat16", "float16"] | None = None,
         double_quant: bool = True,
@@ -77,6 +78,9 @@ class Policy(torch.nn.Module):
             teacher_ema_decay: EMA decay of the ``ema`` teacher per optimizer step, in [0, 1).
             privileged_demo_fraction: Share of warm-start demonstrations that carry the privileged context in their
                 prompt, so the model learns to use it (0 = none).
+            recovery_demo_rate: Share of warm-start demonstration turns that execute a perturbed action (a different
+                admissible one, or an invalid near-miss) while the row keeps the expert's label, so the later rows
+                teach recovery from states the expert alone never reaches (DART-style noise; 0 = the expert alone).
             quantization: ``nf4`` keeps the frozen base weights in 4-bit NF4 (bitsandbytes; QLoRA: needs
                 ``finetune: lora``); null keeps them in ``dtype``.
             compute_dtype: Dtype the 4-bit weights are de-quantized to for each matmul (null = ``dtype``).
@@ -99,6 +103,9 @@ class Policy(torch.nn.Module):
             raise ValueError(f"policy.teacher_ema_decay must be in [0, 1), got {teacher_ema_decay}")
         if not 0 <= privileged_demo_fraction <= 1:
             raise ValueError(f"policy.privileged_demo_fraction must be in [0, 1], got {privileged_demo_fraction}")
+        if not 0 <= recovery_demo_rate < 1:
+            raise ValueError(f"policy.recovery_demo_rate must be in [0, 1), got {recovery_demo_rate}; "
+                             "it is the share of demonstration turns perturbed (0.1-0.2 is typical)")
         if quantization is not None and finetune != "lora":
             raise ValueError(
                 f"policy.quantization={quantization!r} freezes the base in 4 bits, which cannot be fine-tuned in full; "
@@ -125,6 +132,7 @@ class Policy(torch.nn.Module):
         self.teacher = teacher
         self.teacher_ema_decay = teacher_ema_decay
         self.privileged_demo_fraction = privileged_demo_fraction
+        self.recovery_demo_rate = recovery_demo_rate
         self.quantization = quantization
         self.compute_dtype_name = compute_dtype or dtype
         self.double_quant = double_quant

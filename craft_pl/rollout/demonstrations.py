@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 
 import torch
 
@@ -14,33 +15,72 @@ log = logging.getLogger(__name__)
 
 
 def demonstrations(env: AgentEnv, count: int, panel_seed: int, history_length: int,
-                   privileged_fraction: float = 0.0) -> list[tuple[str, str]]:
+                   privileged_fraction: float = 0.0, recovery_rate: float = 0.0) -> list[tuple[str, str]]:
     """Expert (prompt, response) pairs on ``count`` train tasks seeded apart from RL and validation; a
-    ``privileged_fraction`` of the episodes (chosen by a seeded draw) carry the privileged context."""
+    ``privileged_fraction`` of the episodes (chosen by a seeded draw) carry the privileged context, and a
+    ``recovery_rate`` of the turns execute a perturbed action (see ``collect_demonstrations``)."""
     tasks = env.task_panel("train", count, derive_seed(panel_seed, "demonstrations"))
     flags = None
     if privileged_fraction > 0 and env.has_privileged_context:
         draw = torch.rand(count, generator=torch.Generator().manual_seed(derive_seed(panel_seed, "privileged")))
         flags = (draw < privileged_fraction).tolist()
-    demos, expert_success = collect_demonstrations(env, tasks, history_length, flags)
-    log.info("expert demonstrations: %d rows, expert success %.3f", len(demos), expert_success)
+    noise = Perturbation(recovery_rate, derive_seed(panel_seed, "recovery")) if recovery_rate > 0 else None
+    demos, expert_success = collect_demonstrations(env, tasks, history_length, flags, noise)
+    log.info("expert demonstrations: %d rows, expert success %.3f%s", len(demos), expert_success,
+             f", {noise.count} perturbed turns" if noise else "")
     return demos
 
 
+class Perturbation:
+    """DART-style noise for demonstrations: with probability ``rate`` a turn executes another action than the
+    expert's, half the time a different admissible one (an off-plan state), half the time an invalid one made by
+    swapping one word of an admissible action for a word of another (the near-misses a small model writes, leading
+    to the environment's invalid-action reply). The recorded label stays the expert's action."""
+
+    def __init__(self, rate: float, seed: int) -> None:
+        if not 0 <= rate <= 1:
+            raise ValueError(f"recovery_rate={rate!r} is invalid; use a probability in [0, 1]")
+        self.rate = rate
+        self.rng = random.Random(seed)
+        self.count = 0
+
+    def replace(self, expert_action: str, admissible: list[str]) -> str | None:
+        """The action to execute instead of ``expert_action``, or ``None`` to execute the expert's."""
+        if not admissible or self.rng.random() >= self.rate:
+            return None
+        others = [a for a in admissible if a != expert_action]
+        if others and self.rng.random() < 0.5:
+            self.count += 1
+            return self.rng.choice(others)
+        words = sorted({word for action in admissible for word in action.split()})
+        for _ in range(8):  # a few tries: most swaps give a command the environment does not admit
+            template = self.rng.choice(admissible).split()
+            position = self.rng.randrange(len(template))
+            template[position] = self.rng.choice(words)
+            candidate = " ".join(template)
+            if candidate not in admissible:
+                self.count += 1
+                return candidate
+        return None
+
+
 def collect_demonstrations(
-    env: AgentEnv, tasks: list[Task], history_length: int, privileged: list[bool] | None = None
+    env: AgentEnv, tasks: list[Task], history_length: int, privileged: list[bool] | None = None,
+    noise: Perturbation | None = None,
 ) -> tuple[list[tuple[str, str]], float]:
     """Expert (prompt text, response text) pairs of the *won* episodes on ``tasks``, through the agent's own
     interface (the expert sees only instruction, observation and admissible actions); and the expert's success rate.
     Episodes flagged in ``privileged`` carry the privileged context in their prompts, always with a correct hint
     (``AgentEnv.true_privileged_context``: the teacher learns to trust its hints; only RL's may mislead).
+    With ``noise``, some turns execute a perturbed action while their row keeps the expert's label, so that later
+    rows show the expert recovering from states it would never reach alone (an invalid command's reply, a detour).
     """
     demos, wins, errors = [], 0, 0
     expert = env.make_expert()
     for index, task in enumerate(tasks):
         context = env.true_privileged_context(task) if privileged and privileged[index] else ""
         try:
-            episode, won = _expert_episode(env, expert, task, history_length, context)
+            episode, won = _expert_episode(env, expert, task, history_length, context, noise)
         except Exception as error:  # an environment or expert failure loses this episode, not the warm start
             errors += 1
             log.warning("expert episode on %s failed and is skipped: %s: %s", task.task_id, type(error).__name__, error)
@@ -53,19 +93,24 @@ def collect_demonstrations(
     return demos, wins / max(1, len(tasks))
 
 
-def _expert_episode(env: AgentEnv, expert, task: Task, history_length: int,
-                    context: str) -> tuple[list[tuple[str, str]], bool]:
+def _expert_episode(env: AgentEnv, expert, task: Task, history_length: int, context: str,
+                    noise: Perturbation | None = None) -> tuple[list[tuple[str, str]], bool]:
     """One expert episode as (prompt, response) pairs, and whether it was won."""
     observation = env.reset(task)
     expert.reset(task.instruction)
     history: list[Turn] = []
     episode = []
     for turn in range(env.max_turns):
-        action = expert.act(observation, list(env.admissible_actions))
+        admissible = list(env.admissible_actions)
+        action = expert.act(observation, admissible)
         recent = history[len(history) - history_length :] if history_length else []
         parts = env.prompt(task, recent, observation, turn)
         episode.append(((context + parts.render()), env.format_response(action)))
-        result = env.step(action)
+        executed = noise.replace(action, admissible) if noise is not None else None
+        result = env.step(executed if executed is not None else action)
+        if executed is not None:
+            expert.overruled(action, bool(result.info.get("valid_action", False)))
+            action = executed
         history.append(Turn(observation, action))
         observation = result.observation
         if result.done:

@@ -31,3 +31,11 @@ class WalkthroughExpert(Expert):
         if not self._plan:
             return "look"  # the planner sees no way to win from here; an admissible no-op
         return self._plan.pop(0)
+
+    def overruled(self, action: str, changed_state: bool) -> None:
+        """An invalid command left the game as it was: the plan's step is still next. A different valid command
+        moved the game off the plan: replan at the next turn."""
+        if changed_state:
+            self._plan = []
+        else:
+            self._plan.insert(0, action)
