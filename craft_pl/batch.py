@@ -28,6 +28,10 @@ class Task:
     """Environment-private data needed to run and score the task (never shown to the agent)."""
 
 
+INVALID_ACTION = "invalid action"
+"""What a prompt's history shows in place of an action the environment did not admit (or could not parse)."""
+
+
 @dataclass(frozen=True)
 class Turn:
     """One past (observation, action) pair of an episode, as the prompt's history shows it."""

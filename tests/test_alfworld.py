@@ -230,6 +230,7 @@ def test_recovery_demonstrations_show_invalid_and_off_plan_states_with_expert_la
     assert after_invalid, "no row shows the state after an invalid command"
     for i in after_invalid:  # an invalid command changed nothing: the expert asks again for the step it lost
         assert demos[i][1] == demos[i - 1][1]
+        assert "[act] invalid action\nStep " in demos[i][0]  # the last turn of the history, written as in RL
     for prompt, response in demos:  # every label is an admissible command of its own state
         listed = prompt.split("Actions: ")[-1].split("\n")[0].split(", ")
         assert parse_action(response)[0] in listed

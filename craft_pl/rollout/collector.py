@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import torch
 
-from craft_pl.batch import Task, Trajectory, Turn, TurnRecord
+from craft_pl.batch import INVALID_ACTION, Task, Trajectory, Turn, TurnRecord
 from craft_pl.envs.base import AgentEnv
 from craft_pl.rollout.engine import Generation, GenerationEngine, SamplingParams
 from craft_pl.rollout.prompts import encode_prompt_parts, teacher_prompt
@@ -142,7 +142,7 @@ class Collector:
         record.valid_action = bool(well_formed and result.info.get("valid_action", True))
         trajectory.turns.append(record)
         trajectory.episode_reward += reward
-        history.append(Turn(observations[i], action if record.valid_action else "invalid action"))
+        history.append(Turn(observations[i], action if record.valid_action else INVALID_ACTION))
         observations[i] = result.observation
         if result.done:
             trajectory.done = True

@@ -7,7 +7,7 @@ import random
 
 import torch
 
-from craft_pl.batch import Task, Turn
+from craft_pl.batch import INVALID_ACTION, Task, Turn
 from craft_pl.envs.base import AgentEnv
 from craft_pl.seeding import derive_seed
 
@@ -109,8 +109,9 @@ def _expert_episode(env: AgentEnv, expert, task: Task, history_length: int, cont
         executed = noise.replace(action, admissible) if noise is not None else None
         result = env.step(executed if executed is not None else action)
         if executed is not None:
-            expert.overruled(action, bool(result.info.get("valid_action", False)))
-            action = executed
+            valid = bool(result.info.get("valid_action", False))
+            expert.overruled(action, valid)
+            action = executed if valid else INVALID_ACTION  # as the collector writes an invalid turn's history
         history.append(Turn(observation, action))
         observation = result.observation
         if result.done:
