@@ -174,6 +174,12 @@ class AgentEnv(ABC):
     def make_expert(self) -> Expert:
         """A fresh expert policy for demonstrations and tests."""
 
+    def make_privileged_expert(self) -> Expert:
+        """The expert of demonstrations whose prompt carries the privileged context (default: ``make_expert``'s);
+        an environment whose expert for plain prompts acts only on what the agent sees may let this one act on what
+        the privileged context reveals."""
+        return self.make_expert()
+
     def anchor(self, observation: str) -> str:
         """The state the agent acts in, as a key: siblings whose anchors are equal at a turn stood in the same state
         (override when observations carry noise that does not change the state)."""

@@ -238,6 +238,40 @@ def test_recovery_demonstrations_show_invalid_and_off_plan_states_with_expert_la
     assert not any(NOTHING_HAPPENS in prompt for prompt, _ in clean)
 
 
+def test_exploring_expert_wins_without_walking_to_objects_it_has_not_seen(env):
+    explorer_env = AlfWorldEnv(cache_dir=env.cache_dir, max_turns=16, expert="explorer", **ENV_ARGS)
+    searched = 0
+    for task in explorer_env.task_panel("train", 11, 0):
+        expert, seen = explorer_env.make_expert(), ""
+        observation = explorer_env.reset(task)
+        expert.reset(task.instruction)
+        actions = []
+        for _ in range(explorer_env.max_turns):
+            seen += " " + observation
+            action = expert.act(observation, explorer_env.admissible_actions)
+            assert action in explorer_env.admissible_actions
+            words = action.split()
+            if words[0] in ("take", "use"):  # acts only on an object an observation has shown
+                assert f" {words[1]} {words[2]}" in seen, (action, seen)
+            actions.append(action)
+            result = explorer_env.step(action)
+            observation = result.observation
+            if result.done:
+                break
+        assert result.info["won"], (task.task_type, actions)
+        searched += len(actions) > len(task.payload.walkthrough)
+    assert searched > 0  # some targets were not where the first look goes: the search took extra steps
+    from craft_pl.rollout.demonstrations import collect_demonstrations
+
+    tasks = explorer_env.task_panel("train", 11, 0)
+    plain, _ = collect_demonstrations(explorer_env, tasks, 2)
+    hinted, _ = collect_demonstrations(explorer_env, tasks, 2, privileged=[True] * len(tasks))
+    assert len(hinted) == sum(len(t.payload.walkthrough) for t in tasks) < len(plain)  # the hint's walkthrough
+    explorer_env.close()
+    with pytest.raises(ValueError, match="expert"):
+        AlfWorldEnv(expert="oracle")
+
+
 def test_task_panels_are_functions_of_the_seed(env):
     first = env.task_panel("train", 20, 3)
     assert [t.payload for t in first] == [t.payload for t in env.task_panel("train", 20, 3)]

@@ -76,9 +76,12 @@ def collect_demonstrations(
     rows show the expert recovering from states it would never reach alone (an invalid command's reply, a detour).
     """
     demos, wins, errors = [], 0, 0
-    expert = env.make_expert()
+    plain_expert, privileged_expert = env.make_expert(), None
     for index, task in enumerate(tasks):
         context = env.true_privileged_context(task) if privileged and privileged[index] else ""
+        if context and privileged_expert is None:
+            privileged_expert = env.make_privileged_expert()
+        expert = privileged_expert if context else plain_expert
         try:
             episode, won = _expert_episode(env, expert, task, history_length, context, noise)
         except Exception as error:  # an environment or expert failure loses this episode, not the warm start

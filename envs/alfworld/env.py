@@ -9,7 +9,7 @@ from typing import Any
 
 from craft_pl.envs.alfworld import text
 from craft_pl.envs.alfworld.engine import AlfWorldEngineError, Engine
-from craft_pl.envs.alfworld.expert import WalkthroughExpert
+from craft_pl.envs.alfworld.expert import ExploringExpert, WalkthroughExpert
 from craft_pl.envs.alfworld.generator import GameGenerator, GameRecord, GeneratorSettings
 from craft_pl.envs.alfworld.official import games_root, official_pool
 from craft_pl.envs.alfworld.privileged import PRIVILEGED_MODES, hint_text, skill_text, wrong_hint_text
@@ -24,6 +24,7 @@ NOTHING_HAPPENS = "Nothing happens."
 """ALFWorld's reply to a command it does not admit."""
 
 _POOLS: dict[tuple, list[GameRecord]] = {}
+EXPERTS = ("planner", "explorer")
 
 
 def clear_caches() -> None:
@@ -55,6 +56,7 @@ class AlfWorldEnv(AgentEnv):
         cache_dir: str | None = None,
         hint_reliability: float = 1.0,
         hint_seed: int = 0,
+        expert: str = "planner",
     ) -> None:
         """
         Args:
@@ -77,9 +79,15 @@ class AlfWorldEnv(AgentEnv):
                 walkthrough (the object goes to a receptacle of another type). Does not apply to ``skill``.
             hint_seed: Seed of which tasks get a wrong hint (a hash of task id and this seed only: every method and
                 ``seed_everything`` value sees the same ones).
+            expert: Who plays the warm start's plain demonstrations: ``planner`` (the walkthrough: it walks straight
+                to objects it has never seen, which the agent cannot imitate) or ``explorer`` (the same plan, but it
+                searches the receptacles in listed order until the object appears). Privileged demonstrations (whose
+                hint reveals the walkthrough) are always played by the planner.
         """
         super().__init__(max_turns, invalid_action_penalty, prompt_style, privileged)
         self.set_hint_reliability(hint_reliability, hint_seed)
+        require(expert in EXPERTS, "AlfWorldEnv", "expert", expert, f"use one of {list(EXPERTS)}")
+        self.expert = expert
         for name, value in (("train_games", train_games), ("eval_games", eval_games)):
             require(isinstance(value, int) and value >= 1, "AlfWorldEnv", name, value, "use an int >= 1")
         self.settings = GeneratorSettings(tuple(task_types or TASK_TYPES), num_receptacles, num_distractors,
@@ -221,6 +229,10 @@ class AlfWorldEnv(AgentEnv):
         return text.compact_prompt(task.instruction, list(history), observation, step_index, actions)
 
     def make_expert(self) -> Expert:
+        return ExploringExpert(self) if self.expert == "explorer" else WalkthroughExpert(self)
+
+    def make_privileged_expert(self) -> Expert:
+        """The planner: with the walkthrough in the prompt, walking straight to the object is what the hint says."""
         return WalkthroughExpert(self)
 
     def privileged_context(self, task: Task, reliable_only: bool = False) -> str:
