@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-from typing import Any
 
 from craft_pl.envs.alfworld import text
 from craft_pl.envs.alfworld.engine import AlfWorldEngineError, Engine
