@@ -272,6 +272,25 @@ def test_exploring_expert_wins_without_walking_to_objects_it_has_not_seen(env):
         AlfWorldEnv(expert="oracle")
 
 
+def test_replans_reuse_one_planning_engine_and_their_plans_win(env, monkeypatch):
+    import fast_downward
+
+    loads = []
+    real_load = fast_downward.load_lib
+    monkeypatch.setattr(fast_downward, "load_lib", lambda *a, **k: loads.append(1) or real_load(*a, **k))
+    fresh = AlfWorldEnv(cache_dir=env.cache_dir, max_turns=30, **ENV_ARGS)
+    for task in fresh.task_panel("train", 3, 1):
+        fresh.reset(task)
+        fresh.step(task.payload.walkthrough[0])
+        fresh.step("look")  # off the stored plan: only a replan knows the way from here
+        plan = fresh.replan()
+        assert plan and fresh.replan() == plan
+        results = [fresh.step(action) for action in plan]
+        assert results[-1].info["won"] and all(r.info["valid_action"] for r in results)
+    fresh.close()
+    assert len(loads) <= 2  # one engine to play, one to plan: each load maps a 34 MB library copy for good
+
+
 def test_task_panels_are_functions_of_the_seed(env):
     first = env.task_panel("train", 20, 3)
     assert [t.payload for t in first] == [t.payload for t in env.task_panel("train", 20, 3)]

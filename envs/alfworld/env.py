@@ -97,6 +97,7 @@ class AlfWorldEnv(AgentEnv):
         self.eval_games = eval_games
         self.cache_dir = cache_dir
         self._engine: Engine | None = None
+        self._planner: Engine | None = None
         self._game: GameRecord | None = None
         self._admissible: list[str] = []
         self._observation = ""
@@ -198,19 +199,27 @@ class AlfWorldEnv(AgentEnv):
         return StepResult(self._observation, WIN_REWARD * self._won if valid else 0.0, self._won, info)
 
     def replan(self) -> list[str]:
-        """A fresh planner solution from the current state (replays this episode's commands on a planning engine)."""
+        """A fresh planner solution from the current state: replays this episode's commands on this environment's
+        planning engine, asking the planner only after the last one. One engine for every replan: each new engine
+        maps its own 34 MB copy of fast-downward's library, which is never unloaded (``Engine.close``)."""
         if self._game is None:
             raise RuntimeError("AlfWorldEnv.replan: call reset(task) first")
-        planner = Engine(with_plan=True)
+        if self._planner is None:
+            self._planner = Engine()
+        planner = self._planner
         try:
             planner.load(self._game.gamefile)
+            if self._taken:  # the plan is wanted from the state after the last command only
+                planner.stop_planning()
+            else:
+                planner.start_planning()
             state = planner.reset()
-            for command in self._taken:
+            for index, command in enumerate(self._taken):
+                if index == len(self._taken) - 1:
+                    planner.start_planning()
                 state = planner.step(command)
         except AlfWorldEngineError as error:
             raise AlfWorldEngineError(f"the planner could not replay this episode: {error}") from error
-        finally:
-            planner.close()
         return list(state.walkthrough or [])
 
     # ------------------------------------------------------------------ text
@@ -246,7 +255,8 @@ class AlfWorldEnv(AgentEnv):
         return skill_text(task.task_type)
 
     def close(self) -> None:
-        if self._engine is not None:
-            self._engine.close()
-            self._engine = None
+        for engine in (self._engine, self._planner):
+            if engine is not None:
+                engine.close()
+        self._engine = self._planner = None
         self._game = None
