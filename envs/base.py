@@ -43,10 +43,11 @@ class Expert(ABC):
     def act(self, observation: str, admissible_actions: list[str]) -> str:
         """The next action string (e.g. ``"click[buy now]"``), chosen from what is visible."""
 
-    def overruled(self, action: str, changed_state: bool) -> None:
+    def overruled(self, action: str, executed_valid: bool) -> None:
         """The environment executed another action than ``action`` (the one ``act`` just returned): a recovery
-        demonstration's perturbation; ``changed_state`` is false when that other action was invalid. Experts that
-        read every observation need nothing here; experts that follow a plan put the step back or replan."""
+        demonstration's perturbation; ``executed_valid`` is false when that other action was invalid (the state is
+        unchanged). Experts that read every observation need nothing here; experts that follow a plan put the step
+        back or replan."""
 
 
 def require(ok: bool, owner: str, name: str, value: Any, fix: str) -> None:

@@ -35,10 +35,10 @@ class WalkthroughExpert(Expert):
             return "look"  # the planner sees no way to win from here; an admissible no-op
         return self._plan.pop(0)
 
-    def overruled(self, action: str, changed_state: bool) -> None:
+    def overruled(self, action: str, executed_valid: bool) -> None:
         """An invalid command left the game as it was: the plan's step is still next. A different valid command
-        moved the game off the plan: replan at the next turn."""
-        if changed_state:
+        may have moved the game off the plan: replan at the next turn."""
+        if executed_valid:
             self._plan = []
         else:
             self._plan.insert(0, action)
@@ -64,11 +64,11 @@ class ExploringExpert(WalkthroughExpert):
         self._seen, self._visited, self._opened, self._here = "", set(), set(), ""
         self._searching = False
 
-    def overruled(self, action: str, changed_state: bool) -> None:
+    def overruled(self, action: str, executed_valid: bool) -> None:
         """A search step needs nothing put back (the search picks again from what it has seen); a plan step is
         handled as the walkthrough expert does."""
-        if changed_state or not self._searching:
-            super().overruled(action, changed_state)
+        if executed_valid or not self._searching:
+            super().overruled(action, executed_valid)
 
     def act(self, observation: str, admissible_actions: list[str]) -> str:
         self._seen += " " + observation
