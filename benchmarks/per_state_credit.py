@@ -1,4 +1,4 @@
-"""Does Pillar 1's credit carry the per-state teacher effect? An exact check on a tabular model (craft-spec 8.3-8.4).
+"""Does Pillar 1's credit carry the per-state teacher effect? An exact check on a tabular model (docs/methods.md#what-the-estimator-measures).
 
 Usage: OMP_NUM_THREADS=1 python -m benchmarks.per_state_credit [--groups 4000] [--seeds 0 1 2] [--sizes 4 8]
 
@@ -43,7 +43,7 @@ class CreditScore:
     token_agreement: list[float]
     """Share of valid tokens with CTI != 0 whose own sign matches sign(e(s, t))."""
     follows_advantage: list[float]
-    """Share of valid tokens with CTI != 0 and A != 0 where sign(CTI) = -sign(A) (craft-spec 8.4)."""
+    """Share of valid tokens with CTI != 0 and A != 0 where sign(CTI) = -sign(A) (docs/methods.md#what-the-estimator-measures)."""
 
 
 def run_pillar(batch: RolloutBatch, grouping: str, baseline: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -182,7 +182,7 @@ EXPLANATION = """
 - **t = 0 is a per-state counterfactual for both groupings**: every sibling starts in state 0, so `group` and
   `anchor` are the same computation there.
 - **`grouping: group` at t >= 1** compares a token with siblings that stand in other states. Ā then converges to
-  one value marginal over the states (craft-spec 8.3), the same for every state, so the sign of the mean credit
+  one value marginal over the states (docs/methods.md#what-the-estimator-measures), the same for every state, so the sign of the mean credit
   cannot follow the per-state effect: it is wrong on 27-56% of the state mass at t = 1..3, including the state
   where the teacher harms (state 2, 28-44% of the mass).
 - **`grouping: anchor`** compares a token only with the rows of the same group, turn and state. With G = 8 the

@@ -1,4 +1,4 @@
-"""An exact tabular multi-step model for checking per-state credit (craft-spec 8; used by ``per_state_credit.py``).
+"""An exact tabular multi-step model for checking per-state credit (docs/methods.md#what-the-estimator-measures; used by ``per_state_credit.py``).
 
 Four states, three actions, horizon 4, stochastic transitions, and a Bernoulli terminal reward whose success
 probability depends on the state reached after the last action. The student and the teacher are fixed tabular
