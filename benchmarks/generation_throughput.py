@@ -1,5 +1,5 @@
 """Rollout generation throughput: one batched call for all B x G environments vs one call per environment, and the
-engine with shared sibling prefills vs the previous loop on WebShop rollouts.
+engine with shared sibling prefills vs the decoding loop before it (taken from git) on WebShop rollouts.
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/generation_throughput.py [--tasks 8] [--group 4] [--max-new-tokens 24]
        [--repeats 3] [--groups 4 8] [--rounds 4]
@@ -7,9 +7,11 @@ Writes benchmarks/results/generation_throughput.json and prints a table.
 
 ``shared_prefill``: whole WebShop rollouts (the default environment settings, up to 8 turns, 32 new tokens, the
 briefly warm-started policy of ``benchmarks/common.py``) at B = 8 tasks x G siblings, once with
-``HFEngine(share_prefill=True)`` (the default) and once with ``share_prefill=False`` (the previous loop), alternating
-in each round from the same seed; only the time inside ``generate`` counts. Both engines draw the same random numbers,
-so the rollouts agree (``same_generations``: share of generations that came out identical).
+today's ``HFEngine`` and once with the ``HFEngine`` of ``--before`` (default: the last commit before the shared-prefill
+engine, whose loop prefills every row and decodes every row to the end; ``benchmarks/before.py`` imports its
+``engine.py`` from git), alternating in each round from the same seed; only the time inside ``generate`` counts.
+Both engines draw the same random numbers, so the rollouts agree (``same_generations``: share of generations that
+came out identical).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.before import ENGINE_BEFORE_SHARED_PREFILL, module_at  # noqa: E402
 from benchmarks.common import ENV_ARGS, rollout_step  # noqa: E402
 from benchmarks.machine import machine_record  # noqa: E402
 from craft_pl.envs.webshop import WebShopEnv  # noqa: E402
@@ -35,16 +38,15 @@ from craft_pl.rollout.demonstrations import collect_demonstrations  # noqa: E402
 from craft_pl.rollout.engine import HFEngine, SamplingParams  # noqa: E402
 
 
-class TimedEngine(HFEngine):
-    """An ``HFEngine`` that adds up the seconds spent in ``generate`` and the tokens it returned."""
+class TimedEngine:
+    """An engine that adds up the seconds spent in ``generate`` and the tokens it returned."""
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.seconds, self.tokens, self.generations = 0.0, 0, []
+    def __init__(self, engine) -> None:
+        self.engine, self.seconds, self.tokens, self.generations = engine, 0.0, 0, []
 
     def generate(self, *args, **kwargs):
         started = time.perf_counter()
-        out = super().generate(*args, **kwargs)
+        out = self.engine.generate(*args, **kwargs)
         self.seconds += time.perf_counter() - started
         self.tokens += sum(len(g.token_ids) for g in out)
         self.generations.extend(g.token_ids for g in out)
@@ -89,8 +91,9 @@ def batched_vs_one_at_a_time(args) -> dict:
     }
 
 
-def shared_prefill_vs_previous(policy: Policy, tasks: int, groups: list[int], rounds: int) -> dict:
-    """Tokens per second of whole WebShop rollouts, shared prefills vs the previous loop, alternating."""
+def shared_prefill_vs_previous(policy: Policy, tasks: int, groups: list[int], rounds: int, before: str) -> dict:
+    """Tokens per second of whole WebShop rollouts, shared prefills vs the loop of commit ``before``, alternating."""
+    previous_engine = module_at(before, "craft_pl/rollout/engine.py").HFEngine
     env = WebShopEnv(**ENV_ARGS)
     panel = env.task_panel("train", tasks, 0)
     collector = Collector(lambda: WebShopEnv(**ENV_ARGS), history_length=2)
@@ -102,7 +105,7 @@ def shared_prefill_vs_previous(policy: Policy, tasks: int, groups: list[int], ro
             order = ["shared_prefill", "previous_loop"][:: 1 if number % 2 == 0 else -1]
             engines = {}
             for name in order:
-                engines[name] = TimedEngine(share_prefill=name == "shared_prefill")
+                engines[name] = TimedEngine(HFEngine() if name == "shared_prefill" else previous_engine())
                 collector.run(panel, group, policy, engines[name], SamplingParams(),
                               torch.Generator().manual_seed(number))
                 speeds[name].append(engines[name].tokens / engines[name].seconds)
@@ -131,6 +134,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--groups", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--before", default=ENGINE_BEFORE_SHARED_PREFILL,
+                        help="the commit whose engine.py is the previous loop")
     args = parser.parse_args()
 
     torch.set_num_threads(1)
@@ -143,9 +148,10 @@ def main() -> None:
     policy = rollout_step(args.tasks, 4)[0]  # the briefly warm-started WebShop policy
     record["shared_prefill"] = {
         "what": "whole WebShop rollouts (default env settings, 32 new tokens), time inside generate only; "
-                "HFEngine(share_prefill=True) vs share_prefill=False (the previous loop), alternating per round",
+                f"today's HFEngine vs the HFEngine of commit {args.before} (the previous loop), alternating per round",
         "rounds": args.rounds,
-        **shared_prefill_vs_previous(policy, args.tasks, args.groups, args.rounds),
+        "before": args.before,
+        **shared_prefill_vs_previous(policy, args.tasks, args.groups, args.rounds, args.before),
     }
     record["machine_record"] = machine_record()
     out = Path(__file__).parent / "results" / "generation_throughput.json"

@@ -11,6 +11,7 @@ their order, logits at every position). Writes benchmarks/results/teacher_pass_c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import time
@@ -20,10 +21,28 @@ import torch
 
 from benchmarks.common import ENV_ARGS, SCORING_BATCH_SIZE, rollout_step
 from benchmarks.machine import machine_record
-from craft_pl.model.logprobs import pad_pairs, scores_from_logits
+import craft_pl.model.policy as policy_module
+from craft_pl.model.logprobs import pad_pairs, response_scores, scores_from_logits
 from craft_pl.rollout.engine import SamplingParams
 from craft_pl.rollout.experience import with_privileged_contexts
 from craft_pl.rollout.prompts import teacher_prompt
+
+
+@contextlib.contextmanager
+def prompt_sharing(share: bool):
+    """Score as craft_pl does (``share``), or with one padded forward per micro-batch even where prompts repeat."""
+    if share:
+        yield
+        return
+    shared = policy_module.score_pairs
+
+    def unshared(model, prompt_ids, response_ids, pad_id, with_entropy=False, top_k=0):
+        return response_scores(model, pad_pairs(prompt_ids, response_ids, pad_id), with_entropy, top_k)
+    policy_module.score_pairs = unshared
+    try:
+        yield
+    finally:
+        policy_module.score_pairs = shared
 
 
 @torch.no_grad()
@@ -59,14 +78,12 @@ def main() -> None:
     def now(share: bool):
         def plain() -> None:
             for which in ("policy", "reference"):  # old + reference log-probs
-                with torch.no_grad():
-                    policy.token_logprobs(prompts, responses, which, micro_batch_size=SCORING_BATCH_SIZE,
-                                          share_prompts=share)
+                with torch.no_grad(), prompt_sharing(share):
+                    policy.token_logprobs(prompts, responses, which, micro_batch_size=SCORING_BATCH_SIZE)
 
         def teacher() -> None:
-            with torch.no_grad():
-                policy.token_logprobs(teacher_prompts, responses, "teacher", micro_batch_size=SCORING_BATCH_SIZE,
-                                      share_prompts=share)
+            with torch.no_grad(), prompt_sharing(share):
+                policy.token_logprobs(teacher_prompts, responses, "teacher", micro_batch_size=SCORING_BATCH_SIZE)
         return plain, teacher
 
     variants = {

@@ -8,14 +8,14 @@ comparison, or with ``--experiments`` its ``experiments`` key) and prints a tabl
 Both sides start each run from the same locally built tiny Qwen2 (random init, full fine-tuning) and see the same
 prompts token for token: 4 prompts x G = 8 siblings x up to 32 new tokens (EOS is the only stop), one optimizer step
 per rollout, GRPO with a k3 reference KL (beta 0.01), clip 0.2, token-mean loss, entropy bonus 0.001, AdamW, grad
-clip 1. TRL runs with the settings of ``reference/anchors.md`` section 8 (``loss_type="dapo"``,
+clip 1. TRL runs with the settings that make its loss this one (``loss_type="dapo"``,
 ``use_bias_correction_kl=False``, ``num_iterations=1``, ``steps_per_generation=1``, no bf16, no gradient
 checkpointing). craft_pl runs its real pieces (``Collector`` + ``HFEngine``, ``Policy.token_logprobs`` /
 ``token_scores``, ``Objective``) without Lightning, with the old log-probs taken from the training forward (an
 on-policy step with one update). Every run is a fresh subprocess (its peak RSS is its own); rounds alternate the
 order of the runs; the first ``--warmup`` steps of a run are discarded. Each round also runs craft_pl as it was
-before the speed work (``before``: the previous decoding loop, a separate old-log-prob pass, logits at every
-position, no shared prompts) so that before and after are measured side by side in one session.
+before the speed work (``before``: the decoding loop of that time, imported from git by ``benchmarks/before.py``, a
+separate old-log-prob pass, logits at every position, no shared prompts) so that before and after are measured side by side in one session.
 ``--experiments`` times craft_pl variants (``EXPERIMENTS``) against its default, alternating.
 """
 
@@ -141,9 +141,12 @@ def craft_worker(model_dir: str, steps: int, options: dict) -> dict:
     if options.get("compile_model"):
         for module in (policy.model, policy.reference):
             module.forward = torch.compile(module.forward, dynamic=True)
-    share = not before and options.get("share_prompts", True)
-    engine = HFEngine(share_prefill=not before and options.get("share_prefill", True),
-                      sampler=options.get("sampler", "race"))
+    if before or options.get("previous_engine"):  # the decoding loop before shared prefills, taken from git
+        from benchmarks.before import ENGINE_BEFORE_SHARED_PREFILL, module_at
+
+        engine = module_at(ENGINE_BEFORE_SHARED_PREFILL, "craft_pl/rollout/engine.py").HFEngine()
+    else:
+        engine = HFEngine(sampler=options.get("sampler", "race"))
     if options.get("compile_decoding"):
         engine = CompiledDecoding(engine)
     objective = Objective(pg_coef=1.0, clip_ratio=0.2, entropy_coef=0.001, kl_coef=0.01, distill_coef=0.0)
@@ -172,12 +175,12 @@ def craft_worker(model_dir: str, steps: int, options: dict) -> dict:
         with torch.no_grad():
             if before:  # the separate old-log-prob pass the on-policy step no longer makes
                 batch.old_logp, _, _ = policy.token_logprobs(batch.prompt_ids, batch.response_ids, "policy",
-                                                             micro_batch_size=64, share_prompts=share)
+                                                             micro_batch_size=64)
             batch.ref_logp, _, _ = policy.token_logprobs(batch.prompt_ids, batch.response_ids, "reference",
-                                                         micro_batch_size=64, share_prompts=share)
+                                                         micro_batch_size=64)
         lap("scoring")
         scores, _ = policy.token_scores(batch.prompt_ids, batch.response_ids, "policy", with_entropy=True,
-                                        width=batch.response_mask.shape[1], share_prompts=share)
+                                        width=batch.response_mask.shape[1])
         if not before:
             batch.old_logp = scores.logp.detach()  # on-policy, one update: the old log-probs are this forward's
         loss, _ = objective.compose(objective.terms(batch, scores.logp, scores.entropy))
@@ -198,7 +201,8 @@ def craft_worker(model_dir: str, steps: int, options: dict) -> dict:
 def apply_experiment(options: dict) -> None:
     """Swap in the variants the options name (monkeypatches inside this worker process only)."""
     import craft_pl.model.logprobs as logprobs
-    import craft_pl.rollout.engine as engine
+    import craft_pl.model.policy as policy_module
+    import craft_pl.rollout.kv_cache as kv_cache
 
     if options.get("before"):  # logits at every position, as response_scores computed them before
         def full_logit_scores(model, batch, with_entropy=False, top_k=0):
@@ -208,8 +212,13 @@ def apply_experiment(options: dict) -> None:
             return logprobs.scores_from_logits(logits[:, batch.prompt_width - 1 : batch.prompt_width - 1 + width],
                                                batch.response_ids, batch.response_mask, with_entropy, top_k)
         logprobs.response_scores = full_logit_scores
+    if options.get("before") or options.get("unshared_prompts"):  # one padded forward even where prompts repeat
+        def unshared_scores(model, prompt_ids, response_ids, pad_id, with_entropy=False, top_k=0):
+            return logprobs.response_scores(model, logprobs.pad_pairs(prompt_ids, response_ids, pad_id), with_entropy,
+                                            top_k)
+        policy_module.score_pairs = unshared_scores
     if options.get("dynamic_cache"):  # the KV cache grows by concatenation (no preallocated buffers)
-        engine._plain = lambda cache: False
+        kv_cache.is_plain = lambda cache: False
 
 
 class CompiledDecoding:
@@ -235,8 +244,8 @@ class CompiledDecoding:
 
 
 EXPERIMENTS = {
-    "previous_decoding_loop": {"share_prefill": False},
-    "no_shared_prompts_in_scoring_and_training": {"share_prompts": False},
+    "previous_decoding_loop": {"previous_engine": True},
+    "no_shared_prompts_in_scoring_and_training": {"unshared_prompts": True},
     "kv_cache_grown_by_concatenation": {"dynamic_cache": True},
     "inverse_cdf_sampler_one_draw_per_row": {"sampler": "inverse_cdf"},
     "compile_decoding": {"compile_decoding": True},
@@ -376,8 +385,8 @@ def compare(directory: str, args, parameters: int) -> dict:
                      "max_new_tokens": MAX_NEW_TOKENS, "stop": "EOS only", "learning_rate": LEARNING_RATE,
                      "kl_beta": 0.01, "clip": 0.2, "entropy_coef": 0.001, "grad_clip": 1.0, "threads_per_process": 1,
                      "rounds": args.rounds, "steps_per_run": args.steps, "warmup_steps_discarded": args.warmup,
-                     "craft_pl_before": "share_prefill=False, separate old-log-prob pass, logits at every position, "
-                                        "share_prompts=False"},
+                     "craft_pl_before": "the decoding loop of commit e092456 (before shared prefills, from git), "
+                                        "separate old-log-prob pass, logits at every position, no shared prompts"},
         "rounds": rounds,
         "packages": package_versions(),
         "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip(),

@@ -27,19 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.before import exported_tree  # noqa: E402
 from benchmarks.machine import machine_record  # noqa: E402
 
 DEFAULT_STEPS = 2000
-
-
-def export(commit: str, directory: Path) -> Path:
-    """The files of ``commit`` under ``directory``, importable as ``craft_pl`` from there."""
-    archive = subprocess.run(["git", "archive", commit], cwd=ROOT, capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(directory)], input=archive, check=True)
-    for package in ("envs", "callbacks"):  # the old packaging mapped these top-level folders into craft_pl
-        if (directory / package).is_dir() and not (directory / "craft_pl" / package).exists():
-            (directory / "craft_pl" / package).symlink_to(directory / package)
-    return directory
 
 
 def timed_run(tree: Path, steps: int, scratch: Path) -> float:
@@ -67,7 +58,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
-        trees = {"before": export(args.before, Path(tempfile.mkdtemp(dir=scratch))), "after": ROOT}
+        trees = {"before": exported_tree(args.before, Path(tempfile.mkdtemp(dir=scratch))), "after": ROOT}
         seconds: dict[str, dict[int, list[float]]] = {side: {} for side in trees}
         for number in range(args.rounds):
             order = ["before", "after"] if number % 2 == 0 else ["after", "before"]

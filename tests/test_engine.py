@@ -2,7 +2,8 @@
 
 import torch
 
-from craft_pl.rollout.engine import HFEngine, SamplingParams, sample_next
+from craft_pl.rollout.engine import HFEngine, SamplingParams
+from craft_pl.rollout.sampling import sample_rows
 from craft_pl.model.logprobs import pad_pairs, response_logprobs
 
 
@@ -62,8 +63,9 @@ def test_generation_stops_at_the_action_tag(tiny_policy):
 def test_top_p_keeps_only_the_nucleus():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
     generator = torch.Generator().manual_seed(0)
-    drawn = {int(sample_next(logits, SamplingParams(1.0, 0.7, 1), generator)[0]) for _ in range(200)}
+    one_row = torch.tensor([0])
+    drawn = {int(sample_rows(logits, one_row, 1, SamplingParams(1.0, 0.7, 1), generator)[0]) for _ in range(200)}
     assert drawn == {0, 1}
-    token, logp = sample_next(logits, SamplingParams(1.0, 0.7, 1), generator)
+    token, logp = sample_rows(logits, one_row, 1, SamplingParams(1.0, 0.7, 1), generator)
     expected = {0: 0.5 / 0.8, 1: 0.3 / 0.8}[token.item()]  # renormalised over the nucleus
     assert abs(logp.exp().item() - expected) < 1e-5

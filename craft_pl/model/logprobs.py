@@ -150,10 +150,10 @@ def shared_prompt_scores(model: torch.nn.Module, prompt_ids: list[list[int]], re
 
 
 def score_pairs(model: torch.nn.Module, prompt_ids: list[list[int]], response_ids: list[list[int]], pad_id: int,
-                with_entropy: bool = False, top_k: int = 0, share_prompts: bool = True) -> ResponseScores:
-    """Scores of (prompt, response) pairs: through ``shared_prompt_scores`` when ``share_prompts`` and a prompt
-    repeats, else one padded forward (``response_scores``)."""
-    if share_prompts and len({tuple(p) for p in prompt_ids}) < len(prompt_ids) and not _checkpointing(model):
+                with_entropy: bool = False, top_k: int = 0) -> ResponseScores:
+    """Scores of (prompt, response) pairs: through ``shared_prompt_scores`` when a prompt repeats (and the layers
+    keep a cache), else one padded forward (``response_scores``)."""
+    if len({tuple(p) for p in prompt_ids}) < len(prompt_ids) and not _checkpointing(model):
         scores = shared_prompt_scores(model, prompt_ids, response_ids, pad_id, with_entropy, top_k)
         if scores is not None:
             return scores

@@ -56,7 +56,6 @@ class Policy(torch.nn.Module):
         compute_dtype: Literal["float32", "bfloat16", "float16"] | None = None,
         double_quant: bool = True,
         gradient_checkpointing: bool = False,
-        share_prompt_scoring: bool = True,
     ) -> None:
         """
         Args:
@@ -86,8 +85,6 @@ class Policy(torch.nn.Module):
             compute_dtype: Dtype the 4-bit weights are de-quantized to for each matmul (null = ``dtype``).
             double_quant: Also quantize the NF4 block scales (QLoRA's double quantization, ~0.4 bit/param saved).
             gradient_checkpointing: Recompute each block's activations in the backward pass (less memory, slower).
-            share_prompt_scoring: Score rows that share a prompt (siblings' first turns) with one forward of that prompt
-                (faster; log-probs within ~1e-6 of one padded forward); false keeps the earlier implementation's bits.
         """
         super().__init__()
         if model.startswith((".", "/", "~")) and not Path(model).expanduser().exists():
@@ -137,7 +134,6 @@ class Policy(torch.nn.Module):
         self.compute_dtype_name = compute_dtype or dtype
         self.double_quant = double_quant
         self.gradient_checkpointing = gradient_checkpointing
-        self.share_prompt_scoring = share_prompt_scoring
         self.model: torch.nn.Module | None = None
         self.reference: torch.nn.Module | None = None
         self.tokenizer = None
@@ -295,18 +291,16 @@ class Policy(torch.nn.Module):
         with_entropy: bool = False,
         micro_batch_size: int | None = None,
         width: int | None = None,
-        share_prompts: bool | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """Per-token log-probs ``[rows, R]`` of responses given prompts, entropy (optional) and response mask.
 
         ``R`` is ``width`` when given (e.g. the width of the step's stored tensors, which a mini-batch's own longest
         response may not reach), else the longest response. Rows are scored ``micro_batch_size`` at a time (rows of
-        similar length together) and re-assembled in order; with ``share_prompts`` (None = ``share_prompt_scoring``)
-        a prompt that several rows of a micro-batch share runs once (equal up to float rounding). Gradients flow when
+        similar length together) and re-assembled in order; a prompt that several rows of a micro-batch share runs once
+        (within ~1e-6 of one padded forward; not under activation checkpointing, whose layers keep no cache). Gradients flow when
         enabled by the caller.
         """
-        scores, mask = self.token_scores(prompt_ids, response_ids, which, with_entropy, 0, micro_batch_size, width,
-                                         share_prompts)
+        scores, mask = self.token_scores(prompt_ids, response_ids, which, with_entropy, 0, micro_batch_size, width)
         return scores.logp, scores.entropy, mask
 
     def token_scores(
@@ -318,12 +312,10 @@ class Policy(torch.nn.Module):
         top_k: int = 0,
         micro_batch_size: int | None = None,
         width: int | None = None,
-        share_prompts: bool | None = None,
     ) -> tuple[ResponseScores, torch.Tensor]:
         """Like ``token_logprobs`` with everything ``response_scores`` gives (top-k competing logits when asked)."""
         rows = len(prompt_ids)
         size = micro_batch_size or rows
-        share_prompts = self.share_prompt_scoring if share_prompts is None else share_prompts
         longest = max(1, max(len(r) for r in response_ids))
         if width is not None and width < longest:
             raise ValueError(f"width {width} is shorter than the longest response ({longest} tokens)")
@@ -341,7 +333,7 @@ class Policy(torch.nn.Module):
             for start in range(0, rows, size):
                 chunk = order[start : start + size] if order else range(start, min(rows, start + size))
                 chunks.append(score_pairs(module, [prompt_ids[r] for r in chunk], [response_ids[r] for r in chunk],
-                                          self.tokenizer.pad_token_id, with_entropy, top_k, share_prompts))
+                                          self.tokenizer.pad_token_id, with_entropy, top_k))
 
         def joined(name: str) -> torch.Tensor | None:
             parts = [getattr(chunk, name) for chunk in chunks]

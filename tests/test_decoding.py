@@ -1,12 +1,60 @@
-"""The faster engine and scoring: shared prefills, finished rows leaving the batch, stop strings on ids, scoring
-only the response positions, shared prompts in scoring; each checked against the previous computation."""
+"""The decoding loop's parts: shared prefills, finished rows leaving the batch, stop strings matched on ids, the
+samplers; each checked against a plain reference loop written here (one prefill row per prompt, every row decoded to
+the last step, stop strings decoded on every row, ``torch.multinomial`` over all rows)."""
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from craft_pl.model.logprobs import pad_pairs, response_scores, shared_prompt_scores
-from craft_pl.rollout.engine import HFEngine, SamplingParams, StopMatcher, sample_next, sample_rows
+from craft_pl.model.logprobs import pad_pairs, response_scores
+from craft_pl.rollout.engine import Generation, HFEngine, SamplingParams
+from craft_pl.rollout.kv_cache import left_padded
+from craft_pl.rollout.sampling import sample_rows, sampling_logprobs
+from craft_pl.rollout.stops import StopMatcher
+
+
+def sample_next(logits, sampling, generator):
+    """The reference draw: ``torch.multinomial`` over every row of ``logits [rows, vocab]``."""
+    log_probs = sampling_logprobs(logits, sampling)
+    if sampling.temperature == 0:
+        token = log_probs.argmax(-1)
+    else:
+        token = torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(-1)
+    return token, log_probs.gather(-1, token[:, None]).squeeze(-1)
+
+
+@torch.no_grad()
+def reference_generate(model, tokenizer, prompt_ids, sampling, generator, stop_strings):
+    """The plain loop: one left-padded prefill row per prompt, a cache grown by concatenation, every row decoded
+    until the last one finishes, stop strings checked by decoding each active row's tail."""
+    was_training = model.training
+    model.eval()
+    rows, pad_id = len(prompt_ids), tokenizer.pad_token_id
+    input_ids, attention_mask, position_ids = left_padded(prompt_ids, pad_id, "cpu")
+    stop_ids = {tokenizer.eos_token_id} | {ids[0] for s in stop_strings
+                                           if len(ids := tokenizer(s, add_special_tokens=False).input_ids) == 1}
+    texts = [s for s in stop_strings if len(tokenizer(s, add_special_tokens=False).input_ids) > 1]
+    tokens, logps = [[] for _ in range(rows)], [[] for _ in range(rows)]
+    active = torch.ones(rows, dtype=torch.bool)
+    cache, step_ids, step_positions = None, input_ids, position_ids
+    for _ in range(sampling.max_new_tokens):
+        out = model(input_ids=step_ids, attention_mask=attention_mask, position_ids=step_positions, cache=cache,
+                    use_cache=True, logits_to_keep=1)
+        cache = out.cache
+        token, token_logp = sample_next(out.logits[:, -1], sampling, generator)
+        token = torch.where(active, token, torch.full_like(token, pad_id))
+        for row in torch.nonzero(active).flatten().tolist():
+            tokens[row].append(int(token[row]))
+            logps[row].append(float(token_logp[row]))
+            tail = tokenizer.decode(tokens[row][-8:])
+            if tokens[row][-1] in stop_ids or any(tail.endswith(text) for text in texts):
+                active[row] = False
+        if not bool(active.any()):
+            break
+        attention_mask = torch.cat([attention_mask, active.long()[:, None]], dim=1)
+        step_positions = step_positions[:, -1:] + 1
+        step_ids = token[:, None]
+    model.train(was_training)
+    return [Generation(tokens[r], logps[r], not bool(active[r])) for r in range(rows)]
 
 
 class ScriptedModel(torch.nn.Module):
@@ -30,12 +78,13 @@ class ScriptedModel(torch.nn.Module):
 
 
 def _generate(engine, model, tokenizer, prompts, stops, tokens=12, seed=0):
-    return engine.generate(model, tokenizer, prompts, SamplingParams(1.0, 1.0, tokens),
-                           torch.Generator().manual_seed(seed), stops)
+    """``engine``: an engine class, or None for the reference loop."""
+    args = (model, tokenizer, prompts, SamplingParams(1.0, 1.0, tokens), torch.Generator().manual_seed(seed), stops)
+    return engine().generate(*args) if engine is not None else reference_generate(*args)
 
 
-@pytest.mark.parametrize("share_prefill", [True, False])
-def test_multi_token_stop_in_its_own_ids_and_spelled_otherwise(tiny_policy, share_prefill):
+@pytest.mark.parametrize("engine", [HFEngine, None])
+def test_multi_token_stop_in_its_own_ids_and_spelled_otherwise(tiny_policy, engine):
     tokenizer = tiny_policy.tokenizer
     canonical = tokenizer("</foo>", add_special_tokens=False).input_ids
     spelled = [tokenizer.convert_tokens_to_ids(c) for c in "</foo>"]
@@ -44,20 +93,20 @@ def test_multi_token_stop_in_its_own_ids_and_spelled_otherwise(tiny_policy, shar
     for ids in (canonical, spelled):
         prompt = [5, 7, 9]  # positions 0..2; the response starts at position 3
         model = ScriptedModel(len(tokenizer), {3 + k: t for k, t in enumerate([filler, filler] + ids)}, filler)
-        out = _generate(HFEngine(share_prefill=share_prefill), model, tokenizer, [prompt], ["</foo>"])[0]
+        out = _generate(engine, model, tokenizer, [prompt], ["</foo>"])[0]
         assert out.token_ids == [filler, filler] + ids and out.finished
         assert tokenizer.decode(out.token_ids).endswith("</foo>")
 
 
-@pytest.mark.parametrize("share_prefill", [True, False])
-def test_single_token_stop_eos_and_the_length_limit(tiny_policy, share_prefill):
+@pytest.mark.parametrize("engine", [HFEngine, None])
+def test_single_token_stop_eos_and_the_length_limit(tiny_policy, engine):
     tokenizer = tiny_policy.tokenizer
     action_end, eos = tokenizer.convert_tokens_to_ids("</action>"), tokenizer.eos_token_id
     filler = tokenizer.convert_tokens_to_ids("a")
     # prompts of lengths 3, 4, 5 reach the scripted positions at different steps: rows end at steps 2, 5 and never
     model = ScriptedModel(len(tokenizer), {5: action_end, 9: eos}, filler)
     prompts = [[1, 2, 3], [1, 2, 3, 4, 5, 6, 7], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]
-    outs = _generate(HFEngine(share_prefill=share_prefill), model, tokenizer, prompts, ["</action>"], tokens=6)
+    outs = _generate(engine, model, tokenizer, prompts, ["</action>"], tokens=6)
     assert outs[0].token_ids == [filler, filler, action_end] and outs[0].finished
     assert outs[1].token_ids == [filler, filler, eos] and outs[1].finished
     assert outs[2].token_ids == [filler] * 6 and not outs[2].finished
@@ -125,14 +174,14 @@ def _prompts(policy):
 
 @pytest.mark.parametrize("sampling", [SamplingParams(1.0, 1.0, 16), SamplingParams(0.8, 0.9, 16),
                                       SamplingParams(0.0, 1.0, 16)])
-def test_shared_prefill_generates_what_the_previous_loop_generates(tiny_policy, sampling):
+def test_shared_prefill_generates_what_the_reference_loop_generates(tiny_policy, sampling):
     distinct = _prompts(tiny_policy)
     prompts = [p for p in distinct for _ in range(4)] + distinct  # G siblings share a prompt, lengths 2 to ~90
     stops = ["</action>", "</foo>", "e d"]
-    runs = {}
-    for share in (True, False):
-        runs[share] = HFEngine(share_prefill=share).generate(tiny_policy.model, tiny_policy.tokenizer, prompts,
-                                                             sampling, torch.Generator().manual_seed(11), stops)
+    args = (tiny_policy.model, tiny_policy.tokenizer, prompts, sampling, torch.Generator().manual_seed(11), stops)
+    runs = {True: HFEngine().generate(*args)}
+    args = (*args[:4], torch.Generator().manual_seed(11), stops)
+    runs[False] = reference_generate(*args)
     assert [g.token_ids for g in runs[True]] == [g.token_ids for g in runs[False]]
     assert [g.finished for g in runs[True]] == [g.finished for g in runs[False]]
     for new, old in zip(runs[True], runs[False]):
@@ -158,100 +207,3 @@ def test_prefill_runs_each_distinct_prompt_once(tiny_policy):
     prompts = [[1, 2, 3]] * 8 + [[4, 5, 6]] * 8
     HFEngine().generate(model, tokenizer, prompts, SamplingParams(1.0, 1.0, 3), torch.Generator(), [])
     assert model.calls[0] == (2, 3) and model.calls[1] == (16, 1)
-
-
-# ---------------------------------------------------------------------------------------------------- scoring
-def previous_response_scores(model, batch, with_entropy=False, top_k=0):
-    """The previous implementation: logits at every position, then the response columns."""
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
-                   use_cache=False).logits
-    width = batch.response_ids.shape[1]
-    logits = logits[:, batch.prompt_width - 1 : batch.prompt_width - 1 + width].float()
-    log_probs = F.log_softmax(logits, dim=-1)
-    mask = batch.response_mask
-    logp = log_probs.gather(-1, batch.response_ids.unsqueeze(-1)).squeeze(-1)
-    out = {"logp": torch.where(mask, logp, torch.zeros_like(logp))}
-    if with_entropy:
-        entropy = -(log_probs.exp() * log_probs).sum(-1)
-        out["entropy"] = torch.where(mask, entropy, torch.zeros_like(entropy))
-    if top_k:
-        sampled = logits.gather(-1, batch.response_ids.unsqueeze(-1)).squeeze(-1)
-        out["sampled_logit"] = torch.where(mask, sampled, torch.zeros_like(sampled))
-        top_logits, top_ids = logits.scatter(-1, batch.response_ids.unsqueeze(-1), float("-inf")).topk(top_k, dim=-1)
-        out["top_logits"] = torch.where(mask.unsqueeze(-1), top_logits, torch.zeros_like(top_logits))
-        out["top_ids"] = torch.where(mask.unsqueeze(-1), top_ids, torch.zeros_like(top_ids))
-    return out
-
-
-def _pairs(policy):
-    prompts = [p for p in _prompts(policy) for _ in range(3)]
-    words = ["apple", "brick brick", "frost", "a", "apple frost apple", "b", "c", "dd", "apple", "", "heron", "e"]
-    return prompts, [policy.encode_response(w) for w in words]
-
-
-def _perturb(policy):
-    with torch.no_grad():
-        generator = torch.Generator().manual_seed(5)
-        for parameter in policy.trainable_parameters():
-            parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.05)
-
-
-@pytest.mark.parametrize("which", ["policy", "reference"])
-def test_scoring_only_the_response_positions_changes_no_bit(tiny_policy, which):
-    _perturb(tiny_policy)
-    prompts, responses = _pairs(tiny_policy)
-    batch = pad_pairs(prompts, responses, tiny_policy.tokenizer.pad_token_id)
-    with torch.no_grad(), tiny_policy.use(which) as model:
-        new = response_scores(model, batch, with_entropy=True, top_k=3)
-        old = previous_response_scores(model, batch, with_entropy=True, top_k=3)
-    for name, value in old.items():
-        assert torch.equal(getattr(new, name), value), name
-
-
-def test_shared_prompt_scores_equal_one_padded_forward_and_their_gradients_too(tiny_policy):
-    _perturb(tiny_policy)
-    prompts, responses = _pairs(tiny_policy)
-    model, pad = tiny_policy.model, tiny_policy.tokenizer.pad_token_id
-    results = []
-    for score in (lambda: response_scores(model, pad_pairs(prompts, responses, pad), True, 2),
-                  lambda: shared_prompt_scores(model, prompts, responses, pad, True, 2)):
-        model.zero_grad(set_to_none=True)
-        scores = score()
-        (scores.logp.sum() + 0.1 * scores.entropy.sum() + 0.01 * scores.top_logits.sum()).backward()
-        results.append((scores, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
-    (plain, plain_grads), (shared, shared_grads) = results
-    for name in ("logp", "entropy", "sampled_logit", "top_logits"):
-        torch.testing.assert_close(getattr(shared, name), getattr(plain, name), atol=1e-6, rtol=1e-5)
-    assert torch.equal(shared.top_ids, plain.top_ids) and plain_grads.keys() == shared_grads.keys()
-    for name, grad in plain_grads.items():
-        torch.testing.assert_close(shared_grads[name], grad, atol=1e-6, rtol=1e-5)
-
-
-def test_token_scores_sorted_micro_batches_come_back_in_row_order(tiny_policy):
-    _perturb(tiny_policy)
-    prompts, responses = _pairs(tiny_policy)
-    with torch.no_grad():
-        whole, entropy, mask = tiny_policy.token_logprobs(prompts, responses, with_entropy=True, share_prompts=False)
-        for share in (False, True):
-            chunked, chunked_entropy, chunked_mask = tiny_policy.token_logprobs(
-                prompts, responses, with_entropy=True, micro_batch_size=4, width=whole.shape[1] + 2,
-                share_prompts=share)
-            assert torch.equal(chunked_mask[:, : whole.shape[1]], mask) and not chunked_mask[:, whole.shape[1]:].any()
-            torch.testing.assert_close(chunked[:, : whole.shape[1]], whole, atol=1e-6, rtol=1e-5)
-            torch.testing.assert_close(chunked_entropy[:, : whole.shape[1]], entropy, atol=1e-6, rtol=1e-5)
-
-
-def test_shared_scoring_falls_back_under_activation_checkpointing():
-    from craft_pl.model import Policy
-    from tests.conftest import TINY, toy_corpus
-
-    policy = Policy(tiny=TINY, gradient_checkpointing=True)
-    policy.build(toy_corpus(), None, seed=0)
-    _perturb(policy)
-    prompts, responses = _pairs(policy)
-    policy.model.train()
-    logp, _, _ = policy.token_logprobs(prompts, responses)  # grad enabled: the layers would keep no cache
-    with torch.no_grad():
-        expected, _, _ = policy.token_logprobs(prompts, responses, share_prompts=False)
-    torch.testing.assert_close(logp.detach(), expected, atol=1e-6, rtol=1e-5)
-    assert logp.requires_grad
