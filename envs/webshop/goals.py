@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from craft_pl.envs.webshop.catalog import Catalog, Product
 from craft_pl.envs.webshop.instructions import make_instruction, parse_instruction, price_bounds, title_has_all
 from craft_pl.envs.webshop.reward import NO_PRICE_LIMIT, get_reward, price_upper
-from craft_pl.envs.webshop.search import SearchEngine
+from craft_pl.envs.webshop.search import SearchIndex
 
 SPLITS = ("train", "val", "test")
 GOAL_FILTERS = ("first_try", "page1", "none")
@@ -103,10 +103,10 @@ def wins_with_goal_options(product: Product, goal: Goal) -> bool:
 class GoalFactory:
     """Goals, split membership and the solvability filter of one catalogue and goal configuration (memoised)."""
 
-    def __init__(self, catalog: Catalog, engine: SearchEngine, seed: int, attributes_per_goal: int,
+    def __init__(self, catalog: Catalog, search_index: SearchIndex, seed: int, attributes_per_goal: int,
                  options_per_goal: int, cheap_goal_bias: int, goal_filter: str, results_per_page: int,
                  search_return_n: int) -> None:
-        self.catalog, self.engine, self.seed = catalog, engine, seed
+        self.catalog, self.search_index, self.seed = catalog, search_index, seed
         self.attributes_per_goal, self.options_per_goal = attributes_per_goal, options_per_goal
         self.cheap_goal_bias = cheap_goal_bias
         self.goal_filter, self.results_per_page, self.search_return_n = goal_filter, results_per_page, search_return_n
@@ -126,7 +126,7 @@ class GoalFactory:
 
     def _check(self, goal: Goal) -> Goal | None:
         parsed = parse_instruction(goal.instruction)
-        results = self.engine.search(parsed.descriptor, self.search_return_n)
+        results = self.search_index.search(parsed.descriptor, self.search_return_n)
         products = self.catalog.products
         if self.goal_filter == "first_try":
             for rank, index in enumerate(results[: self.results_per_page]):

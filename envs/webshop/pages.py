@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, replace
 
 from craft_pl.envs.webshop.catalog import Catalog
-from craft_pl.envs.webshop.search import SearchEngine
+from craft_pl.envs.webshop.search import SearchIndex
 from craft_pl.envs.webshop.vocab import OPTION_NAMES, SEP
 
 BACK, NEXT, PREV = "Back to Search", "Next >", "< Prev"
@@ -40,7 +40,7 @@ class Browser:
     """Renders pages and applies clicks/searches for one catalogue and instruction."""
 
     catalog: Catalog
-    engine: SearchEngine
+    search_index: SearchIndex
     instruction: str
     results_per_page: int = 10
     search_return_n: int = 50
@@ -94,7 +94,7 @@ class Browser:
         query = query.strip().lower()
         if state.kind != "search" or not query:
             return None
-        return PageState(kind="results", query=query, results=self.engine.search(query, self.search_return_n))
+        return PageState(kind="results", query=query, results=self.search_index.search(query, self.search_return_n))
 
     def click(self, state: PageState, target: str) -> tuple[PageState | None, bool]:
         """``(new state, bought)``; ``(None, False)`` when ``target`` is not clickable here."""

@@ -18,11 +18,11 @@ def tokenize(text: str) -> list[str]:
     return [w for w in words(text) if w not in _STOP]
 
 
-class SearchEngine:
+class SearchIndex:
     """Ranks products for a query; results are a tuple of product indices, best first, only positive scores.
 
     Ties are broken by product index, so a query always returns the same list. Rankings (the first 1000) are
-    cached per token sequence, and one engine is shared by every environment built on the same catalogue.
+    cached per token sequence, and one index is shared by every environment built on the same catalogue.
     """
 
     def __init__(self, catalog: Catalog) -> None:
