@@ -6,7 +6,7 @@ import sys
 
 import torch
 
-from benchmarks.learning_webshop import per_type
+from benchmarks.learning import per_type
 from craft_pl.cli import main
 from craft_pl.evaluation import EpisodeMetrics
 from craft_pl.batch import Trajectory

@@ -1,7 +1,8 @@
-"""Does RL improve on the warm start? Runs the README's main command for several seeds and records the result.
+"""Does RL improve on the warm start? Runs the main command (or any environment config) for several seeds and
+records the result.
 
 Usage:
-    python benchmarks/learning_webshop.py [--seeds 0 1 2] [--parallel 1] [--config configs/webshop.yaml ...]
+    python benchmarks/learning.py [--seeds 0 1 2] [--parallel 1] [--config configs/webshop.yaml ...]
         [--name webshop_default] [--report_only] [-- extra CLI arguments]
 
 Each seed runs ``python -m craft_pl fit --config <configs...> --seed_everything <seed>`` in its own directory under
