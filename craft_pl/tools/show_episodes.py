@@ -1,24 +1,21 @@
 """Print the first validation episodes of a policy, prompt by prompt: what the agent saw and what it answered.
 
 Usage:
-    N=6 python benchmarks/show_episodes.py --config configs/alfworld.yaml [any other validate arguments]
+    N=6 python -m craft_pl.tools.show_episodes --config configs/alfworld.yaml [any other validate arguments]
 
 Runs ``python -m craft_pl validate`` with those arguments (the warm start comes from the cache when it is there) and
 prints, for the first ``N`` (default 12) plain validation episodes, each turn's prompt (its last 400 characters) and
-the response. It is how `results/alfworld_warm_start_diagnosis.md` and `results/search_qa_diagnosis.md` looked
-inside their episodes.
+the response. It is how ``benchmarks/results/alfworld_warm_start_diagnosis.md`` and
+``benchmarks/results/search_qa_diagnosis.md`` looked inside their episodes.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import craft_pl.evaluation as evaluation  # noqa: E402
-from craft_pl.cli import main as craft_pl_main  # noqa: E402
+import craft_pl.evaluation as evaluation
+from craft_pl.cli import main as craft_pl_main
 
 
 def main() -> None:
