@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -13,9 +14,14 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from craft_pl.atomic import WriteError, atomic_write, use_atomic_checkpoints
 from craft_pl.rollout.watchdog import clear_stop, request_stop
 
 log = logging.getLogger(__name__)
+
+interrupts: set[str] = set()
+"""The signals that stopped the current command ("SIGINT", "SIGTERM"): ``craft_pl.cli.main`` turns them into its exit
+status (130, 143), since Lightning ends a Ctrl-C with ``sys.exit(1)`` and a SIGTERM with a code-less ``SystemExit``."""
 
 
 class InterruptCheckpoint(Callback):
@@ -62,6 +68,7 @@ class InterruptCheckpoint(Callback):
             self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def _on_sigterm(self, signum, frame) -> None:
+        interrupts.add("SIGTERM")
         request_stop(SIGTERMException)
         if callable(self._previous_sigterm):
             self._previous_sigterm(signum, frame)
@@ -71,6 +78,7 @@ class InterruptCheckpoint(Callback):
             signal.signal(signal.SIGINT, self._previous_sigint or signal.default_int_handler)
             raise KeyboardInterrupt
         self._stop_requested = True
+        interrupts.add("SIGINT")
         request_stop(KeyboardInterrupt)
         print("\nCtrl-C: stopping after this mini-batch or environment call and saving the last completed RL step "
               "(press Ctrl-C again to stop at once)", flush=True)
@@ -103,6 +111,7 @@ class InterruptCheckpoint(Callback):
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and callback._save_on_train_epoch_end is None:
                 callback._save_on_train_epoch_end = True
+        use_atomic_checkpoints(trainer)  # every checkpoint is written whole, then renamed into place
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.enabled:
@@ -113,6 +122,8 @@ class InterruptCheckpoint(Callback):
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         clear_stop()  # the stop is under way; a later run in this process starts clean
+        if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+            interrupts.add("SIGTERM" if isinstance(exception, SIGTERMException) else "SIGINT")
         if not self.enabled or not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             return
         if self._snapshot is None:
@@ -121,8 +132,12 @@ class InterruptCheckpoint(Callback):
         log_dir = trainer.log_dir  # a collective under multi-process strategies: every rank asks
         if trainer.is_global_zero:
             directory = Path(log_dir or trainer.default_root_dir) / "checkpoints"
-            directory.mkdir(parents=True, exist_ok=True)
-            self.saved_path = directory / self.FILENAME
-            self.saved_path.write_bytes(self._snapshot)
+            path = directory / self.FILENAME
+            try:
+                atomic_write(path, self._snapshot)  # a full disk leaves the earlier file, never a truncated one
+            except WriteError as error:
+                print(f"error: could not save the last completed RL step: {error}", file=sys.stderr, flush=True)
+                return
+            self.saved_path = path
             print(f"interrupted: saved the last completed RL step to {self.saved_path}; resume with "
                   f"`python -m craft_pl fit --config <same configs> --ckpt_path {self.saved_path}`", flush=True)

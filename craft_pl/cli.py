@@ -12,13 +12,23 @@ import tempfile
 from pathlib import Path
 
 import yaml
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from craft_pl.atomic import WriteError
 from craft_pl.callbacks import CreditInspector, EvaluationReport, InterruptCheckpoint
+from craft_pl.callbacks.interrupt_checkpoint import interrupts
 from craft_pl.checkpointing import CheckpointError, config_differences, load_checkpoint
 from craft_pl.datamodule import RolloutDataModule
 from craft_pl.distributed import explain_strategy_error
 from craft_pl.module import CraftModule, connect
+from craft_pl.preflight import offline_model_problem, privileged_context_problem, trainer_problem
+
+EXIT_SIGINT = 130
+"""Exit status after Ctrl-C (SIGINT), 128 + 2 as shells report it: a stopped run is not a success."""
+EXIT_SIGTERM = 143
+"""Exit status after SIGTERM (a scheduler's preemption), 128 + 15: a stopped run is not a success."""
 
 TRAINER_DEFAULTS = {
     "reload_dataloaders_every_n_epochs": 1,
@@ -117,6 +127,13 @@ class CraftCLI(LightningCLI):
         except ValueError as error:
             print(f"error: invalid configuration: {explain_strategy_error(error)}", file=sys.stderr)
             raise SystemExit(2) from None
+        except MisconfigurationException as error:  # the Trainer's own checks (accelerator, max_epochs, ...)
+            print(f"error: invalid configuration: {trainer_problem(error)}", file=sys.stderr)
+            raise SystemExit(2) from None
+        problem = offline_model_problem(self.model.policy) or privileged_context_problem(self.model, self.datamodule)
+        if problem:
+            print(f"error: invalid configuration: {problem}", file=sys.stderr)
+            raise SystemExit(2)
 
 
 def non_finite_values(tree, prefix: str = "") -> list[tuple[str, float]]:
@@ -144,11 +161,30 @@ def not_writable(directory: str) -> str | None:
 
 
 def main(args: list[str] | None = None, run: bool = True) -> CraftCLI:
+    """Run the CLI. Exit status: 0 done, 1 failed, 2 invalid configuration or checkpoint, 130 stopped by Ctrl-C
+    (SIGINT), 143 stopped by SIGTERM (``interrupted.ckpt`` saved either way once an RL step completed)."""
+    interrupts.clear()
     try:
         return _cli(args, run)
     except CheckpointError as error:  # missing, unsafe or corrupt --ckpt_path: one line naming the file and the fix
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    except WriteError as error:  # full or read-only disk: the file it could not write, earlier files intact
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except SIGTERMException:  # a SystemExit without a code: the scheduler would count a preempted run as a success
+        print(f"stopped by SIGTERM (exit status {EXIT_SIGTERM})", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_SIGTERM) from None
+    except KeyboardInterrupt:  # Ctrl-C outside Lightning's loop (building, warm start before fit)
+        print(f"stopped by Ctrl-C (exit status {EXIT_SIGINT})", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_SIGINT) from None
+    except SystemExit as stop:  # Lightning ends a Ctrl-C in its loop with sys.exit(1)
+        if "SIGINT" in interrupts:
+            print(f"stopped by Ctrl-C (exit status {EXIT_SIGINT})", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_SIGINT) from None
+        if "SIGTERM" in interrupts and not stop.code:
+            raise SystemExit(EXIT_SIGTERM) from None
+        raise
 
 
 def _cli(args: list[str] | None, run: bool) -> CraftCLI:
