@@ -8,6 +8,8 @@ from pathlib import Path
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
+from craft_pl.atomic import atomic_write
+
 
 class EvaluationReport(Callback):
     """Writes every evaluation's metrics (``val/*`` or ``test/*``) to a JSON file.
@@ -34,7 +36,6 @@ class EvaluationReport(Callback):
             path = Path(trainer.ckpt_path).with_suffix(f".{stage}.json")
         else:
             path = Path(log_dir or trainer.default_root_dir) / "evaluation" / f"{prefix}_step{trainer.global_step}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
         report = {"stage": stage, "global_step": trainer.global_step, "rl_step": trainer.current_epoch,
                   "ckpt_path": str(trainer.ckpt_path) if trainer.ckpt_path else None, "metrics": dict(sorted(metrics.items()))}
-        path.write_text(json.dumps(report, indent=2) + "\n")
+        atomic_write(path, json.dumps(report, indent=2) + "\n")  # whole or not at all; WriteError names the path

@@ -16,10 +16,12 @@ plain Python values, so a file that needs any other type is refused before anyth
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import pickle
 import random
 import re
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -197,24 +199,67 @@ def digest_differences(stored: dict[str, str], current: dict[str, str]) -> str:
     return "; ".join(part for part in parts if part)
 
 
+MAX_CANDIDATES = 3
+"""How many other checkpoints ``previous_checkpoint`` reads (each is read whole) before it gives up."""
+
+
 def previous_checkpoint(path: str | Path) -> Path | None:
-    """The newest other ``.ckpt`` in the folder of ``path`` written before it (else the newest other one)."""
+    """The newest other ``.ckpt`` in the folder of ``path`` that reads and matches its digest, preferring those
+    written before it (at most ``MAX_CANDIDATES`` are read); None when none does."""
     path = Path(path)
     if not path.parent.is_dir():
         return None
     others = sorted((p for p in path.parent.glob("*.ckpt") if p.name != path.name and p.is_file()),
                     key=lambda p: p.stat().st_mtime, reverse=True)
     mtime = path.stat().st_mtime if path.exists() else float("inf")
-    older = [p for p in others if p.stat().st_mtime <= mtime]
-    return (older or others or [None])[0]
+    ordered = [p for p in others if p.stat().st_mtime <= mtime] + [p for p in others if p.stat().st_mtime > mtime]
+    return next((p for p in ordered[:MAX_CANDIDATES] if verifies(p)), None)
+
+
+def verifies(path: Path) -> bool:
+    """Whether ``path`` reads with ``weights_only=True`` and matches its digest (a file without one does not)."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        record = checkpoint.get(DIGEST_KEY) if isinstance(checkpoint, dict) else None
+        if not isinstance(record, dict) or not isinstance(record.get("digests"), dict):
+            return False
+        sections = [key for key in record.get("sections") or [] if key in checkpoint]
+        return len(sections) == len(record.get("sections") or []) and not digest_differences(
+            record["digests"], tree_digests({key: checkpoint[key] for key in sections}))
+    except Exception:  # noqa: BLE001 - unreadable in any way: not a checkpoint to suggest
+        return False
 
 
 def corrupt(path: str | Path, what: str) -> CheckpointError:
-    """The error for a corrupt checkpoint: the file, what differs, and which checkpoint to use instead."""
+    """The error for a corrupt checkpoint: the file, what differs, and which checkpoint to use instead (only one
+    that reads and matches its digest is named)."""
     previous = previous_checkpoint(path)
     fix = (f"use the previous checkpoint in its folder instead: {previous}" if previous else
-           "no other checkpoint is in its folder: restore the file from a copy, or train again")
+           "no other checkpoint in its folder verifies: restore the file from a copy, or train again")
     return CheckpointError(f"checkpoint {path} is corrupt: {what}; {fix}")
+
+
+def names_a_real_global(name: str) -> bool:
+    """Whether ``module.attribute`` names something that exists, found without importing anything: what a crafted
+    pickle names (``os.system``), unlike the truncated or garbled names random damage produces."""
+    module, _, attribute = name.rpartition(".")
+    if not module or not all(part.isidentifier() for part in name.split(".")):
+        return False
+    if module in sys.modules:
+        return attribute in vars(sys.modules[module])
+    top, *rest = module.split(".")
+    try:
+        spec = importlib.util.find_spec(top) if top not in sys.modules else sys.modules[top].__spec__
+    except (ImportError, ValueError):
+        return False
+    locations = list(getattr(spec, "submodule_search_locations", None) or []) if spec else []
+    for part in rest:  # walk the package folders: importing a package to look inside it would run its code
+        found = [Path(folder) / part for folder in locations if (Path(folder) / part).is_dir()]
+        if not found and not any(Path(folder, f"{part}.py").is_file() or list(Path(folder).glob(f"{part}.*.so"))
+                                 for folder in locations):
+            return False
+        locations = found
+    return spec is not None
 
 
 def verify_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
@@ -261,11 +306,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         found = re.search(r"GLOBAL ([\w.]+)", str(error))
-        if "weights only" not in str(error).lower():
-            raise corrupt(path, f"it cannot be unpickled ({error_summary(error)})") from None
+        if "weights only" not in str(error).lower() or not (found and names_a_real_global(found.group(1))):
+            raise corrupt(path, f"it cannot be unpickled, it is damaged ({error_summary(error)})") from None
         raise CheckpointError(
             f"checkpoint {path} was refused: it holds a Python object that is not checkpoint data "
-            f"({found.group(1) if found else 'an unsupported type'}) and could run code when loaded; nothing in it "
+            f"({found.group(1)}) and could run code when loaded; nothing in it "
             "ran. Load only checkpoints written by `python -m craft_pl fit`") from None
     except Exception as error:  # truncated or damaged archive: torch names no file
         raise corrupt(path, f"it cannot be read, it is truncated or damaged ({error_summary(error)})") from None

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from craft_pl.atomic import WriteError, atomic_torch_save
 from craft_pl.checkpointing import digest_differences, error_summary, tree_digests
 from craft_pl.distributed import world
 from craft_pl.model.logprobs import pad_pairs, response_logprobs
@@ -129,7 +130,7 @@ def announce(line: str) -> None:
 def warm_start_weights(model: torch.nn.Module, rows: list[tuple[list[int], list[int]]], settings: WarmStart,
                        key: str, pad_id: int, generator: torch.Generator) -> list[float]:
     """Behaviour-clone ``model`` in place on ``rows``, or load the cached result stored under ``key``; returns the
-    behaviour-cloning loss per step. A fresh result is cached (written whole, then renamed into place) with a digest
+    behaviour-cloning loss per step. A fresh result is cached (written whole, then renamed into place; a failed write warns and training goes on) with a digest
     of its weights; a cache that cannot be read or does not match its digest is discarded with a warning and
     recomputed (bit-identically: the warm start is a pure function of its settings and seed)."""
     path = cache_directory(settings) / f"{key}.pt"
@@ -146,11 +147,11 @@ def warm_start_weights(model: torch.nn.Module, rows: list[tuple[list[int], list[
     model.eval()
     announce(f"warm start: done in {time.perf_counter() - started:.0f} s, final loss {losses[-1]:.3f}")
     if settings.cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # concurrent runs with the same settings each write their own
         content = {"state_dict": model.state_dict(), "losses": losses}
-        torch.save({**content, "digest": tree_digests(content)}, tmp)
-        tmp.replace(path)
+        try:  # concurrent runs with the same settings each write their own temporary file
+            atomic_torch_save({**content, "digest": tree_digests(content)}, path)
+        except WriteError as error:  # the warm start is computed: a cache that cannot be written costs only time
+            log.warning("warm start: not cached, training goes on: %s", error)
     return losses
 
 
