@@ -24,6 +24,7 @@ from craft_pl.datamodule import RolloutDataModule
 from craft_pl.distributed import explain_strategy_error
 from craft_pl.module import CraftModule, connect
 from craft_pl.preflight import offline_model_problem, privileged_context_problem, trainer_problem
+from craft_pl.run_folder import FolderInUse, claim_run_folder, release_locks
 
 EXIT_SIGINT = 130
 """Exit status after Ctrl-C (SIGINT), 128 + 2 as shells report it: a stopped run is not a success."""
@@ -63,6 +64,7 @@ class CraftCLI(LightningCLI):
 
     def before_fit(self) -> None:
         """Record the configuration; a resume whose results-changing settings differ from the checkpoint's is refused."""
+        claim_run_folder(self.trainer)
         self.model.run_config = self._run_config()
         self._trainer_loads_weights_only()
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
@@ -80,10 +82,12 @@ class CraftCLI(LightningCLI):
         raise SystemExit(2)
 
     def before_validate(self) -> None:
+        claim_run_folder(self.trainer)
         self.model.run_config = self._run_config()
         self._trainer_loads_weights_only()
 
     def before_test(self) -> None:
+        claim_run_folder(self.trainer)
         self.model.run_config = self._run_config()
         self._trainer_loads_weights_only()
 
@@ -166,7 +170,7 @@ def main(args: list[str] | None = None, run: bool = True) -> CraftCLI:
     interrupts.clear()
     try:
         return _cli(args, run)
-    except CheckpointError as error:  # missing, unsafe or corrupt --ckpt_path: one line naming the file and the fix
+    except (CheckpointError, FolderInUse) as error:  # a bad --ckpt_path, a folder another run writes into
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     except WriteError as error:  # full or read-only disk: the file it could not write, earlier files intact
@@ -185,6 +189,8 @@ def main(args: list[str] | None = None, run: bool = True) -> CraftCLI:
         if "SIGTERM" in interrupts and not stop.code:
             raise SystemExit(EXIT_SIGTERM) from None
         raise
+    finally:
+        release_locks()
 
 
 def _cli(args: list[str] | None, run: bool) -> CraftCLI:
