@@ -49,14 +49,14 @@ def measure(config: str, steps: int, group_size: int, seed: int, extra: list[str
                     "--trainer.enable_progress_bar=false"], run=False)
     module, data = cli.model, cli.datamodule
     started = time.time()
-    module.build_policy(module.environment)
+    module.build_policy(module.data_facts)
     data.setup("fit")
     sampling = SamplingParams(data.temperature, data.top_p, data.max_new_tokens)
     batches = []
     for _ in range(steps):
         tasks = data._sample_tasks()
         experience = data.experience.make(module.policy, tasks, data.group_size, sampling,
-                                          data.generators.torch["rollout"], module.experience_needs(), data.environment)
+                                          data.generators.torch["rollout"], module.loss_recipe, data.environment)
         batches.append(experience.batch)
     return {"config": config, "group_size": group_size, "tasks_per_step": data.tasks_per_step, "steps": steps,
             "seed": seed, "wall_s": round(time.time() - started, 1), "by_turn": coverage_by_turn(batches)}

@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import rollout_step, score_rows
+from craft_pl.loss import LossRecipe
 from craft_pl.objective import Objective
-from craft_pl.pillars import canonical_order
 from craft_pl.pillars.controller import AsymmetricController
 from craft_pl.pillars.cti import CounterfactualTokenImportance
 from craft_pl.pillars.polar_kl import PolarisedKL
@@ -28,24 +28,18 @@ from craft_pl.batch import RolloutBatch
 
 
 def loss_work(policy: Policy, batch: RolloutBatch, pillars: list, mini_batches: int = 4) -> float:
-    """Seconds for prepare + every mini-batch update of one RL step."""
+    """Seconds for prepare + every mini-batch update of one RL step, through the loss recipe training uses."""
     policy, batch = copy.deepcopy(policy), copy.deepcopy(batch)
-    objective = Objective(distill_coef=0.01, kl_coef=0.01, gate_beta=5.0)
+    recipe = LossRecipe(Objective(distill_coef=0.01, kl_coef=0.01, gate_beta=5.0), pillars)
     optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=1e-4)
     started = time.perf_counter()
-    objective.prepare(batch)
-    active = canonical_order(pillars)
-    for pillar in active:
-        pillar.prepare(batch)
+    recipe.prepare(batch)
     for index in torch.tensor_split(torch.arange(batch.num_rows), mini_batches):
         mini = batch.select(index)
         mini.num_tokens = int(mini.response_mask.sum())
-        logp, entropy, _ = policy.token_logprobs(mini.prompt_ids, mini.response_ids, with_entropy=True,
-                                                 width=mini.response_mask.shape[1])
-        terms = objective.terms(mini, logp, entropy)
-        for pillar in active:
-            terms = pillar.transform(terms, mini)
-        loss, _ = objective.compose(terms)
+        scores, _ = policy.token_scores(mini.prompt_ids, mini.response_ids, with_entropy=True,
+                                        top_k=recipe.logits_top_k, width=mini.response_mask.shape[1])
+        loss = recipe.loss(mini, scores.logp, scores.entropy, logits=scores).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -138,10 +138,16 @@ class RolloutBatch:
     """Base weights with adapters disabled (or the frozen reference copy)."""
     teacher_logp: torch.Tensor | None = None
     """Same rollout-time weights (or the teacher adapter), prompt with the privileged context prepended."""
+    state_ids: torch.Tensor | None = None
+    """``[rows]`` long: rows of one group whose anchor state is the same, at any turn, share an id (GiGPO's step
+    groups as verl-agent forms them); ids of different groups never coincide."""
     advantages: torch.Tensor | None = None
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
     num_tokens: int | None = None
     """Valid tokens over which this mini-batch's token-mean is taken (set when mini-batches are cut)."""
+    step_stats: dict[str, float] = field(default_factory=dict)
+    """The RL step's rollout statistics and timings, carried to the learner by the step's first mini-batch only
+    (empty on every other mini-batch and on any selection of rows)."""
 
     @property
     def num_rows(self) -> int:
@@ -153,7 +159,9 @@ class RolloutBatch:
         positions = index.tolist()
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, torch.Tensor):
+            if f.name == "step_stats":
+                picked[f.name] = {}
+            elif isinstance(value, torch.Tensor):
                 picked[f.name] = value[index]
             elif isinstance(value, list):
                 picked[f.name] = [value[i] for i in positions]
@@ -171,25 +179,17 @@ def anchor_ids(group_ids: list[int], turn_index: list[int], anchors: list[str]) 
     return torch.tensor(ids, dtype=torch.long)
 
 
+def state_ids(group_ids: list[int], anchors: list[str]) -> torch.Tensor:
+    """``[rows]`` long ids, equal exactly where (group, anchor text) are equal whatever the turn, numbered by first
+    appearance."""
+    numbering: dict[tuple[int, str], int] = {}
+    ids = [numbering.setdefault((g, a), len(numbering)) for g, a in zip(group_ids, anchors)]
+    return torch.tensor(ids, dtype=torch.long)
+
+
 # ---------------------------------------------------------------------------------------------------- hand-overs
 @dataclass
-class ExperienceNeeds:
-    """What making experience needs from the learner, handed to the data side once (``craft_pl.module.connect``)."""
-
-    reference_logp: bool
-    """Score every row with the reference (the objective has a KL term)."""
-    teacher_logp: bool
-    """Score every row with the privileged teacher (the objective has a distillation term)."""
-    old_logp_in_prepare: bool
-    """Some group-level preparation reads ``old_logp`` (so it must be scored before the update even on-policy)."""
-    prepare: Callable[[RolloutBatch], None]
-    """Group-level work once per RL step, on the whole step's rows (advantages, sibling statistics)."""
-    report: Callable[[dict[str, float]], None]
-    """Where the step's rollout statistics and timings go (the learner's one logging path)."""
-
-
-@dataclass
-class EnvironmentFacts:
+class DataFacts:
     """What the learner needs from the data side, handed over once (``craft_pl.module.connect``)."""
 
     env_name: str

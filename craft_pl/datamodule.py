@@ -3,14 +3,14 @@ experience (``craft_pl.rollout.experience``) with the policy it was handed, and 
 number of optimizer steps per RL step is ``ppo_epochs x num_mini_batches``, fixed by configuration whatever the
 episodes' lengths. It also runs the evaluation panels.
 
-The learner hands over what experience needs once (``connect``); the data module never reaches into the trainer's
-module.
+The learner hands over its policy and its loss recipe once (``connect``); the data module never reaches into the
+trainer's module. The step's rollout statistics ride on its first mini-batch (``RolloutBatch.step_stats``).
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import lightning.pytorch as pl
 import torch
@@ -18,13 +18,16 @@ from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch.utils.data import DataLoader, IterableDataset
 from tqdm.auto import tqdm
 
-from craft_pl.batch import EnvironmentFacts, ExperienceNeeds, RolloutBatch, Task, Trajectory, TurnTexts
+from craft_pl.batch import DataFacts, RolloutBatch, Task, Trajectory, TurnTexts
 from craft_pl.distributed import globalise_token_counts, rank_share
 from craft_pl.envs.base import AgentEnv
 from craft_pl.rollout.demonstrations import demonstrations
 from craft_pl.rollout.engine import GenerationEngine, HFEngine, SamplingParams
 from craft_pl.rollout.experience import ExperienceMaker
 from craft_pl.seeding import NamedGenerators, derive_seed, run_seed
+
+if TYPE_CHECKING:
+    from craft_pl.loss import LossRecipe
 
 # RLStep's length is exact (ppo_epochs x num_mini_batches) and it is never split across loader workers.
 warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
@@ -160,19 +163,20 @@ class RolloutDataModule(pl.LightningDataModule):
         self.generators: NamedGenerators | None = None
         self.seed = 0
         self.policy = None
-        self.needs: ExperienceNeeds | None = None
+        self.loss_recipe: LossRecipe | None = None
         self.step_texts: TurnTexts = {}
         """The text of the current RL step's rows, keyed by (trajectory, turn), for inspection callbacks."""
         self._panels: dict[str, list[Task]] = {}
 
-    def connect(self, policy, needs: ExperienceNeeds) -> None:
-        """Take what making experience needs from the learner: its policy and the step's needs (once)."""
+    def connect(self, policy, loss_recipe: "LossRecipe") -> None:
+        """Take what making experience needs from the learner, once: its policy and its loss recipe (which says
+        what to score and prepares each step's rows)."""
         self.policy = policy
-        self.needs = needs
+        self.loss_recipe = loss_recipe
 
-    def environment_facts(self) -> EnvironmentFacts:
+    def data_facts(self) -> DataFacts:
         """What the learner needs from the data side."""
-        return EnvironmentFacts(
+        return DataFacts(
             env_name=type(self.environment).__name__,
             task_types=list(self.environment.task_types),
             has_privileged_context=self.environment.has_privileged_context,
@@ -219,8 +223,9 @@ class RolloutDataModule(pl.LightningDataModule):
         return self.ppo_epochs * self.num_mini_batches
 
     def rl_step(self) -> list[RolloutBatch]:
-        """Make the step's experience with the current policy, report its statistics, cut mini-batches."""
-        if self.needs is None:
+        """Make the step's experience with the current policy, cut mini-batches; the first carries the step's
+        statistics to the learner."""
+        if self.loss_recipe is None:
             raise RuntimeError("RolloutDataModule is not connected to a learner: call "
                                "craft_pl.module.connect(module, datamodule) before training (the CLI does it)")
         tasks = self._sample_tasks()
@@ -233,11 +238,12 @@ class RolloutDataModule(pl.LightningDataModule):
                 bar.update()
 
             experience = self.experience.make(self.policy, tasks, self.group_size, sampling,
-                                              self.generators.torch["rollout"], self.needs, self.environment,
+                                              self.generators.torch["rollout"], self.loss_recipe, self.environment,
                                               progress=advance, one_update=self.mini_batches_per_step == 1)
         self.step_texts = experience.texts
-        self.needs.report(experience.stats)
-        return self._mini_batches(experience.batch)
+        mini_batches = self._mini_batches(experience.batch)
+        mini_batches[0].step_stats = experience.stats
+        return mini_batches
 
     def _sample_tasks(self) -> list[Task]:
         panel = self.panel("train")

@@ -1,8 +1,9 @@
 """``CraftModule``: owns the policy and the objective; one training step = one mini-batch = one optimizer step.
 
 No environment code and no generation loop here: rollouts come from the data side, which ``connect`` hands what it
-needs (the policy, the step's preparation, which log-probs to score) and which hands back the facts the learner needs
-(task types, demonstrations, an evaluation function). Every metric is logged through ``log_metrics``.
+needs (the policy and the loss recipe, ``craft_pl.loss``) and which hands back the facts the learner needs (task
+types, demonstrations, an evaluation function). The step's rollout statistics arrive with its first mini-batch.
+Every metric is logged through ``log_metrics``.
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ import time
 import lightning.pytorch as pl
 import torch
 
-from craft_pl.batch import EnvironmentFacts, ExperienceNeeds, RolloutBatch, Trajectory
+from craft_pl.batch import DataFacts, RolloutBatch, Trajectory
 from craft_pl.checkpointing import (DIGEST_KEY, checkpoint_digest, compact_state_dict, complete_state_dict,
                                     restore_rng_states, rng_states, verify_checkpoint)
 from craft_pl.distributed import rank_zero_first, shard_policy, sum_across_ranks
 from craft_pl.evaluation import EpisodeMetrics
+from craft_pl.loss import LossRecipe
 from craft_pl.model import Policy
 from craft_pl.objective import Objective
-from craft_pl.pillars import CreditPillar, canonical_order, craft_pillars
+from craft_pl.pillars import CreditPillar, craft_pillars
 from craft_pl.seeding import run_seed
 
 log = logging.getLogger(__name__)
@@ -64,9 +66,7 @@ class CraftModule(pl.LightningModule):
         self.policy = policy
         self.objective = objective or Objective()
         self.pillars = list(pillars) if pillars is not None else craft_pillars()
-        self.active_pillars = canonical_order(self.pillars)
-        for pillar in self.active_pillars:
-            pillar.validate(self.objective)
+        self.loss_recipe = LossRecipe(self.objective, self.pillars)
         if not (len(adam_betas) == 2 and all(0 <= beta < 1 for beta in adam_betas)):
             raise ValueError(f"model.adam_betas={list(adam_betas)} is invalid; give two numbers in [0, 1), e.g. [0.9, 0.999]")
         if not weight_decay >= 0:
@@ -86,69 +86,37 @@ class CraftModule(pl.LightningModule):
         self._epoch_started = 0.0
         self._update_seconds = 0.0
         self._step_metrics: dict[str, list[float]] = {}
-        self.environment: EnvironmentFacts | None = None
+        self.data_facts: DataFacts | None = None
         """What the learner knows of the data side, handed over by ``connect``."""
         self.run_config: dict | None = None
         """The run's full configuration (set by the CLI), stored in checkpoints."""
 
     # ------------------------------------------------------------------ hand-overs
-    def experience_needs(self) -> ExperienceNeeds:
-        """What making experience needs from this learner."""
-        return ExperienceNeeds(reference_logp=self.objective.use_kl, teacher_logp=self.objective.use_distill,
-                               old_logp_in_prepare=any(p.reads_old_logp_in_prepare for p in self.active_pillars),
-                               prepare=self.prepare_step, report=self.report_rollout)
-
-    def connect(self, environment: EnvironmentFacts) -> None:
+    def connect(self, facts: DataFacts) -> None:
         """Take what the learner needs from the data side (once, before the model is built); a method the data
         settings cannot serve fails here, before any model loads."""
-        if self.objective.use_distill and not environment.has_privileged_context:
-            raise ValueError(
-                f"model.objective.distill_coef > 0 needs a teacher, but {environment.env_name} offers no privileged "
-                "context; pick an environment with skills/hints or use configs/method/grpo.yaml"
-            )
-        if self.objective.pg_coef > 0 and environment.group_size < 2:
-            raise ValueError(
-                f"data.group_size={environment.group_size} gives every row an advantage of exactly 0 (group "
-                "advantages compare a trajectory with its siblings), so the policy gradient is 0; use data.group_size "
-                ">= 2 (the paper uses 8)"
-            )
-        self.environment = environment
-
-    def prepare_step(self, batch: RolloutBatch) -> None:
-        """Group-level work once per RL step: the objective's advantages, then each active pillar's preparation."""
-        self.objective.prepare(batch)
-        if "gigpo_step_advantage" in batch.extras:  # its mean is 0 by construction; the |mean| shows its size
-            step_advantage = batch.extras["gigpo_step_advantage"]
-            self.log_metrics({"train/step_advantage_mean": float(step_advantage.mean()),
-                              "train/step_advantage_abs_mean": float(step_advantage.abs().mean())}, "rl_step")
-        for pillar in self.active_pillars:
-            pillar.prepare(batch)
+        self.loss_recipe.check_data(facts)
+        self.data_facts = facts
 
     # ------------------------------------------------------------------ building
     def configure_model(self) -> None:
-        if self.environment is None:
+        if self.data_facts is None:
             raise RuntimeError("CraftModule is not connected to its data: call craft_pl.module.connect(module, "
                                "datamodule) before trainer.fit/validate/test (the CLI does it)")
         with rank_zero_first(self.trainer.strategy):  # rank 0 builds tokenizer / warm-start cache, others wait
-            self.build_policy(self.environment)
+            self.build_policy(self.data_facts)
         shard_policy(self)  # FSDP2 (ModelParallelStrategy): fully_shard per block; otherwise nothing
 
-    def build_policy(self, environment: EnvironmentFacts) -> None:
-        """Demonstrations and tokenizer corpus from the environment, then ``Policy.build`` (idempotent)."""
+    def build_policy(self, facts: DataFacts) -> None:
+        """Demonstrations and tokenizer corpus from the data side, then ``Policy.build`` (idempotent)."""
         if self.policy.is_built:
             return
-        if self.objective.use_distill and not environment.has_privileged_context:
-            raise ValueError(
-                f"model.objective.distill_coef > 0 needs a teacher, but {environment.env_name} offers no privileged "
-                "context; pick an environment with skills/hints or use configs/method/grpo.yaml"
-            )
-        for pillar in self.active_pillars:
-            pillar.check_data(environment.group_size)
+        self.loss_recipe.check_data(facts)
         seed = run_seed()
         demonstrations, corpus = None, []
         if self.policy.warm_start is not None or self.policy.needs_corpus:
             count = self.policy.warm_start.num_demos if self.policy.warm_start else 200
-            demonstrations = environment.demonstrations(count, self.policy.privileged_demo_fraction,
+            demonstrations = facts.demonstrations(count, self.policy.privileged_demo_fraction,
                                                         self.policy.recovery_demo_rate)
             corpus = [prompt + response for prompt, response in demonstrations]
         self.policy.build(corpus, demonstrations if self.policy.warm_start else None, seed,
@@ -165,9 +133,12 @@ class CraftModule(pl.LightningModule):
         self._step_metrics = {}
 
     def training_step(self, batch: RolloutBatch, batch_idx: int) -> dict:
-        """One optimizer step on one mini-batch (micro-batched when ``micro_batch_size`` is set). A batch without
-        ``old_logp`` is an on-policy step's only update: its old log-probs are this forward's, detached."""
+        """One optimizer step on one mini-batch (micro-batched when ``micro_batch_size`` is set): the policy's
+        forward, then the loss recipe. A batch without ``old_logp`` is an on-policy step's only update: its old
+        log-probs are this forward's, detached. The step's first mini-batch carries its rollout statistics."""
         started = time.perf_counter()
+        if batch.step_stats:
+            self.report_rollout(batch.step_stats)
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
         rows = batch.num_rows
@@ -178,26 +149,19 @@ class CraftModule(pl.LightningModule):
         for start in range(0, rows, size):
             micro = batch.select(torch.arange(start, min(rows, start + size)))
             micro.num_tokens = batch.num_tokens
-            top_k = max((pillar.logits_top_k for pillar in self.active_pillars), default=0)
             scores, _ = self.policy.token_scores(micro.prompt_ids, micro.response_ids, "policy", with_entropy=True,
-                                                 top_k=top_k, width=micro.response_mask.shape[1])
+                                                 top_k=self.loss_recipe.logits_top_k,
+                                                 width=micro.response_mask.shape[1])
             if micro.old_logp is None:
                 micro.old_logp = scores.logp.detach()
-            entropy = scores.entropy if self.objective.entropy_coef else scores.entropy.detach()  # logged, not trained
-            terms = self.objective.terms(micro, scores.logp, entropy)
-            if top_k:
-                terms.logits = scores
-            for pillar in self.active_pillars:
-                terms = pillar.transform(terms, micro)
-            loss, metrics = self.objective.compose(terms)
-            for name, factor in (("gate", terms.gate), ("credit", terms.credit), ("cti", micro.extras.get("cti"))):
-                if factor is not None:
-                    credit.setdefault(name, []).append(factor.detach())
-            if not torch.isfinite(loss):
-                return self._skip_nonfinite(loss, batch_idx)
-            self.manual_backward(loss)
-            total_loss = total_loss + loss.detach()
-            for key, value in metrics.items():  # token-means over the mini-batch's count: micro parts add up
+            result = self.loss_recipe.loss(micro, scores.logp, scores.entropy, logits=scores)
+            for name, factor in result.inspected.items():
+                credit.setdefault(name, []).append(factor)
+            if not torch.isfinite(result.loss):
+                return self._skip_nonfinite(result.loss, batch_idx)
+            self.manual_backward(result.loss)
+            total_loss = total_loss + result.loss.detach()
+            for key, value in result.metrics.items():  # token-means over the mini-batch's count: micro parts add up
                 parts[key] = parts.get(key, 0) + value
         self._nonfinite_in_a_row = 0
         total_loss, parts = sum_across_ranks(total_loss, parts)  # partial token sums -> global token means
@@ -243,13 +207,11 @@ class CraftModule(pl.LightningModule):
         stats = {key: sum(values) / len(values) for key, values in self._step_metrics.items()}
         logged = {"timing/update_s": self._update_seconds, "timing/step_s": time.perf_counter() - self._epoch_started,
                   "rl_step": float(self.current_epoch + 1)}
-        for pillar in self.active_pillars:
-            pillar.update(stats)
-            logged.update({f"pillar/{pillar.name}/{key}": value for key, value in pillar.metrics().items()})
+        logged.update(self.loss_recipe.finish_step(stats))
         self.log_metrics(logged, "rl_step")
 
     def report_rollout(self, stats: dict[str, float]) -> None:
-        """The step's rollout statistics and timings (handed to the data side as ``ExperienceNeeds.report``)."""
+        """The step's rollout statistics and timings (carried by the step's first mini-batch)."""
         self.log_metrics(stats, "rl_step")
         if stats and self.trainer.progress_bar_callback is not None:
             self.print(
@@ -278,7 +240,7 @@ class CraftModule(pl.LightningModule):
         """Adapters only under LoRA (see ``craft_pl.checkpointing``), pillar, RNG states, config; then the digest."""
         if "state_dict" in checkpoint:
             checkpoint["state_dict"] = compact_state_dict(checkpoint["state_dict"], self.policy.finetune)
-        checkpoint["craft_pillars"] = {p.name: p.state_dict() for p in self.pillars}
+        checkpoint["craft_pillars"] = self.loss_recipe.state_dict()
         checkpoint["craft_rng"] = rng_states()
         checkpoint["craft_config"] = self.run_config
         checkpoint[DIGEST_KEY] = checkpoint_digest(checkpoint)  # last: it covers everything above
@@ -288,16 +250,14 @@ class CraftModule(pl.LightningModule):
         verify_checkpoint(checkpoint, getattr(self._trainer, "ckpt_path", None) or "being loaded")
         checkpoint["state_dict"] = complete_state_dict(checkpoint["state_dict"], self.state_dict(),
                                                        self.policy.finetune)
-        for pillar in self.pillars:
-            if pillar.name in checkpoint.get("craft_pillars", {}):
-                pillar.load_state_dict(checkpoint["craft_pillars"][pillar.name])
+        self.loss_recipe.load_state_dict(checkpoint.get("craft_pillars", {}))
         if "craft_rng" in checkpoint:
             restore_rng_states(checkpoint["craft_rng"])
 
     # ------------------------------------------------------------------ evaluation
     def on_train_start(self) -> None:
         if self.validate_at_start and self.global_step == 0:
-            self._evaluation = self.environment.evaluate()
+            self._evaluation = self.data_facts.evaluate()
             stats = self._evaluation_stats("val")
             self.print("validation before RL: " + ", ".join(f"{k} {v:.3f}" for k, v in stats.items() if k.count("/") == 1))
             self.log_metrics({**stats, "val/rl_step": 0.0}, "rl_step")
@@ -324,7 +284,7 @@ class CraftModule(pl.LightningModule):
         """Metrics of the plain panel (no privileged context: what every reported number is), plus success and score
         with privileged context when that diagnostic was run, and its success split by whether the task's hint was
         correct (``success_rate_privileged_reliable`` / ``_unreliable``, each where it has episodes)."""
-        task_types = self.environment.task_types
+        task_types = self.data_facts.task_types
         metrics = [EpisodeMetrics(task_types, prefix) for _ in self._evaluation]
         for metric, trajectories in zip(metrics, self._evaluation):
             metric.update(trajectories)
@@ -336,7 +296,7 @@ class CraftModule(pl.LightningModule):
         if len(self._evaluation) > 1:
             for name, reliable in (("reliable", True), ("unreliable", False)):
                 part = EpisodeMetrics(task_types, prefix)  # computed on every process, so a sum across them
-                part.update([t for t in self._evaluation[1] if self.environment.hint_is_reliable(t.task) == reliable])
+                part.update([t for t in self._evaluation[1] if self.data_facts.hint_is_reliable(t.task) == reliable])
                 rate = part.compute().get(f"{prefix}/success_rate")
                 if rate is not None:
                     stats[f"{prefix}/success_rate_privileged_{name}"] = rate
@@ -357,6 +317,7 @@ class CraftModule(pl.LightningModule):
 
 def connect(module: CraftModule, datamodule) -> None:
     """Hand each side what it needs from the other, once, before ``trainer.fit/validate/test`` (the CLI does it):
-    the data side gets the policy and what experience needs; the learner gets the environment's facts."""
-    datamodule.connect(module.policy, module.experience_needs())
-    module.connect(datamodule.environment_facts())
+    the data side gets the policy and the loss recipe (it prepares each step's rows with it); the learner gets the
+    data side's facts."""
+    datamodule.connect(module.policy, module.loss_recipe)
+    module.connect(datamodule.data_facts())

@@ -14,19 +14,12 @@ coefficients of this one class.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-from craft_pl.advantages import (  # noqa: F401 - grpo_advantages is re-exported from here
-    GIGPO_NORMS,
-    GigpoNorm,
-    discounted_step_returns,
-    gigpo_advantages,
-    grpo_advantages,
-)
+from craft_pl.advantages import AdvantageEstimator, GRPOAdvantage, grpo_advantages  # noqa: F401 - re-exported
 from craft_pl.batch import RolloutBatch
 
 LOG_RATIO_CLAMP = 20.0
@@ -78,22 +71,6 @@ def distillation_loss(weight: torch.Tensor, teacher_logp: torch.Tensor, logp: to
     return weight * (teacher_logp - logp)
 
 
-def _check_gigpo(advantage: str, omega: float, gamma: float, norm: str, norm_adv_by_std: bool) -> None:
-    """Raise ``ValueError`` naming the ``model.objective`` key and the fix when the advantage settings are wrong."""
-    if advantage not in ("grpo", "gigpo"):
-        raise ValueError(f"model.objective.advantage must be 'grpo' or 'gigpo', got {advantage!r}")
-    if not (isinstance(omega, (int, float)) and math.isfinite(omega) and omega >= 0):
-        raise ValueError(f"model.objective.gigpo_omega must be a finite number >= 0 (verl-agent: 1.0), got {omega!r}")
-    if not (isinstance(gamma, (int, float)) and 0 < gamma <= 1):
-        raise ValueError(f"model.objective.gigpo_gamma must be in (0, 1] (verl-agent: 0.95), got {gamma!r}")
-    if norm not in GIGPO_NORMS:
-        raise ValueError(f"model.objective.gigpo_norm must be one of {GIGPO_NORMS}, got {norm!r}")
-    if advantage == "gigpo" and norm_adv_by_std != (norm == "mean_std_norm"):
-        raise ValueError(f"model.objective.gigpo_norm={norm} and norm_adv_by_std={norm_adv_by_std} disagree: GiGPO "
-                         "normalises both terms one way; set norm_adv_by_std: true with gigpo_norm: mean_std_norm, "
-                         "or norm_adv_by_std: false with gigpo_norm: mean_norm")
-
-
 @dataclass
 class LossTerms:
     """Per-token factors of one mini-batch, kept separate until ``compose``; tensors are ``[rows, tokens]``.
@@ -131,12 +108,7 @@ class Objective:
         kl_coef: float = 0.01,
         distill_coef: float = 0.01,
         gate_beta: float = 5.0,
-        advantage_eps: float = 1e-6,
-        norm_adv_by_std: bool = True,
-        advantage: Literal["grpo", "gigpo"] = "grpo",
-        gigpo_omega: float = 1.0,
-        gigpo_gamma: float = 0.95,
-        gigpo_norm: GigpoNorm = "mean_std_norm",
+        advantage: AdvantageEstimator | None = None,
     ) -> None:
         """
         Args:
@@ -147,23 +119,20 @@ class Objective:
             kl_coef: Weight of the k3 KL to the reference policy (0 removes the term and the reference pass).
             distill_coef: Weight lambda of the gated distillation term (0 = plain GRPO, no teacher pass; SDAR 0.01).
             gate_beta: Gate sharpness beta in sigmoid(beta * (lp_T - lp)); 0 gives the ungated 0.5 (GRPO+OPSD).
-            advantage_eps: Added to the group std before dividing.
-            norm_adv_by_std: Divide advantages by the group std (GRPO); False gives Dr.GRPO mean-centring.
-            advantage: "grpo" (episode-relative, verl-agent) or "gigpo" (plus ω × a same-anchor-state step term).
-            gigpo_omega: GiGPO's weight ω of the step term (verl-agent's step_advantage_w).
-            gigpo_gamma: GiGPO's discount γ of the step returns over a trajectory's turns (verl-agent scripts: 0.95).
-            gigpo_norm: GiGPO's F_norm for both terms: std + eps ("mean_std_norm") or 1 ("mean_norm").
+            advantage: The advantage estimator, chosen by ``class_path``; null = ``GRPOAdvantage()`` (verl-agent's
+                GRPO). ``craft_pl.advantages.GiGPOAdvantage`` adds GiGPO's same-state step term.
         """
         for name, value in (("pg_coef", pg_coef), ("entropy_coef", entropy_coef), ("kl_coef", kl_coef),
-                            ("distill_coef", distill_coef), ("gate_beta", gate_beta),
-                            ("advantage_eps", advantage_eps)):
+                            ("distill_coef", distill_coef), ("gate_beta", gate_beta)):
             if value < 0:
                 raise ValueError(f"objective.{name} must be >= 0, got {value}")
         if not 0 < clip_ratio < 1:
             raise ValueError(f"objective.clip_ratio must be in (0, 1), got {clip_ratio}")
         if dual_clip <= 1:
             raise ValueError(f"objective.dual_clip must be > 1, got {dual_clip}")
-        _check_gigpo(advantage, gigpo_omega, gigpo_gamma, gigpo_norm, norm_adv_by_std)
+        if advantage is not None and not isinstance(advantage, AdvantageEstimator):
+            raise ValueError(f"model.objective.init_args.advantage must be an advantage estimator class (class_path: "
+                             f"craft_pl.advantages.GRPOAdvantage or GiGPOAdvantage), got {advantage!r}")
         self.pg_coef = pg_coef
         self.clip_ratio = clip_ratio
         self.dual_clip = dual_clip
@@ -171,12 +140,7 @@ class Objective:
         self.kl_coef = kl_coef
         self.distill_coef = distill_coef
         self.gate_beta = gate_beta
-        self.advantage_eps = advantage_eps
-        self.norm_adv_by_std = norm_adv_by_std
-        self.advantage = advantage
-        self.gigpo_omega = float(gigpo_omega)
-        self.gigpo_gamma = float(gigpo_gamma)
-        self.gigpo_norm = gigpo_norm
+        self.advantage = advantage if advantage is not None else GRPOAdvantage()
 
     @property
     def use_kl(self) -> bool:
@@ -188,24 +152,11 @@ class Objective:
         """Whether the distillation term exists (``use_sdar_loss``); fixed by configuration."""
         return self.distill_coef > 0
 
-    def prepare(self, batch: RolloutBatch) -> None:
-        """Group-level work, once per RL step: the GRPO (or GiGPO) advantage of every row.
-
-        With ``advantage="gigpo"`` the step term A^S ``[rows]`` (before ω) is also stored in
-        ``batch.extras["gigpo_step_advantage"]``; its row mean is ``train/step_advantage_mean``.
-        """
-        if self.advantage == "gigpo":
-            anchors = getattr(batch, "anchor_ids", None)
-            if anchors is None:
-                raise ValueError("model.objective.advantage=gigpo needs batch.anchor_ids (the anchor state of each "
-                                 "row); build the batch with craft_pl.batch.RolloutBatch")
-            step_returns = discounted_step_returns(batch.rewards, batch.valid_action, batch.group_ids,
-                                                   batch.trajectory_ids, batch.turn_index, self.gigpo_gamma)
-            batch.advantages, step = gigpo_advantages(batch.rewards, step_returns, batch.group_ids, anchors,
-                                                      self.gigpo_omega, self.gigpo_norm, self.advantage_eps)
-            batch.extras["gigpo_step_advantage"] = step
-            return
-        batch.advantages = grpo_advantages(batch.rewards, batch.group_ids, self.advantage_eps, self.norm_adv_by_std)
+    def prepare(self, batch: RolloutBatch) -> dict[str, float]:
+        """Group-level work, once per RL step: every row's advantage (``batch.advantages`` ``[rows]``) from the
+        estimator; returns the estimator's diagnostics."""
+        batch.advantages, diagnostics = self.advantage.estimate(batch)
+        return diagnostics
 
     def terms(self, batch: RolloutBatch, logp: torch.Tensor, entropy: torch.Tensor) -> LossTerms:
         """Per-token factors of a mini-batch given the current ``logp`` and ``entropy`` ``[rows, tokens]``."""

@@ -186,14 +186,37 @@ class AgentEnv(ABC):
         (override when observations carry noise that does not change the state)."""
         return observation
 
+    # ------------------------------------------------------------------ privileged context (the teacher's view)
     @property
     def has_privileged_context(self) -> bool:
-        """Whether this environment offers privileged context (it overrides ``privileged_context``)."""
-        return type(self).privileged_context is not AgentEnv.privileged_context
+        """Whether this environment offers privileged context (it writes ``skill_context`` / ``hint_context`` or
+        overrides ``privileged_context`` itself)."""
+        cls = type(self)
+        return any(getattr(cls, name) is not getattr(AgentEnv, name)
+                   for name in ("privileged_context", "skill_context", "hint_context"))
 
-    def privileged_context(self, task: Task) -> str:
-        """Text the teacher sees before the student prompt (skills or hints); the student never sees it."""
-        raise NotImplementedError(f"{type(self).__name__} offers no privileged context")
+    def privileged_context(self, task: Task, reliable_only: bool = False) -> str:
+        """Text the teacher sees before the student prompt; the student never sees it. One dispatch for every
+        environment: with ``privileged == hint_mode`` the task's hint (``hint_context``), or a misleading one
+        (``wrong_hint_context``) where ``hint_is_reliable`` says no, unless ``reliable_only``; otherwise the skill
+        text of the task's type (``skill_context``). A simple environment may override this method instead."""
+        if self.privileged == self.hint_mode:
+            if reliable_only or self.hint_is_reliable(task):
+                return self.hint_context(task)
+            return self.wrong_hint_context(task)
+        return self.skill_context(task)
+
+    def skill_context(self, task: Task) -> str:
+        """The skill text for ``task`` (general advice and its task type's skill)."""
+        raise NotImplementedError(f"{type(self).__name__} offers no skill context; choose another privileged mode")
+
+    def hint_context(self, task: Task) -> str:
+        """A correct hint for ``task`` (what to do), built from the task's private payload."""
+        raise NotImplementedError(f"{type(self).__name__} offers no hint context; choose another privileged mode")
+
+    def wrong_hint_context(self, task: Task) -> str:
+        """A hint for ``task`` that looks like a correct one but misleads (for ``hint_reliability`` < 1)."""
+        raise NotImplementedError(f"{type(self).__name__} has no misleading hints; keep hint_reliability at 1")
 
     # ------------------------------------------------------------------ hints that may mislead
     def set_hint_reliability(self, hint_reliability: float, hint_seed: int) -> None:

@@ -1,12 +1,14 @@
-"""GiGPO's advantage (craft-spec 3.4) against hand-computed values, degenerate cases, and its Objective wiring."""
+"""GiGPO's advantage (craft-spec 3.4) against hand-computed values, degenerate cases, its step groupings and the
+estimator classes the objective is given."""
 
 import math
 
 import pytest
 import torch
 
-from craft_pl.advantages import discounted_step_returns, gigpo_advantages, step_group_advantages
-from craft_pl.batch import RolloutBatch
+from craft_pl.advantages import (GiGPOAdvantage, GRPOAdvantage, discounted_step_returns, gigpo_advantages,
+                                  step_group_advantages)
+from craft_pl.batch import RolloutBatch, anchor_ids, state_ids
 from craft_pl.objective import Objective, grpo_advantages
 
 
@@ -20,12 +22,13 @@ def _normalised(values, eps=1e-6):
     return [(v - mean) / (_std(values) + eps) for v in values]
 
 
-def _batch(group_ids, trajectory_ids, turn_index, anchor_ids, rewards, valid=None):
+def _batch(group_ids, trajectory_ids, turn_index, anchors, rewards, valid=None, states=None):
     rows = len(group_ids)
     return RolloutBatch(
         prompt_ids=[[1]] * rows, response_ids=[[1]] * rows, response_mask=torch.ones(rows, 1, dtype=torch.bool),
         group_ids=torch.tensor(group_ids), trajectory_ids=torch.tensor(trajectory_ids),
-        turn_index=torch.tensor(turn_index), anchor_ids=torch.tensor(anchor_ids),
+        turn_index=torch.tensor(turn_index), anchor_ids=torch.tensor(anchors),
+        state_ids=torch.tensor(states) if states is not None else None,
         rewards=torch.tensor(rewards, dtype=torch.float32),
         valid_action=torch.tensor(valid if valid is not None else [True] * rows),
         sampling_logp=torch.zeros(rows, 1))
@@ -127,45 +130,77 @@ def test_invariant_to_row_order_and_anchor_ids_of_other_groups():
     assert torch.equal(permuted, advantages[order]) and torch.equal(permuted_step, step[order])
 
 
-def test_objective_grpo_path_is_unchanged_and_gigpo_is_wired():
+def test_objective_takes_its_advantage_from_the_estimator_class():
     batch = _batch([0] * 6, [0, 0, 1, 1, 2, 2], [0, 1, 0, 1, 0, 1], [0, 1, 0, 1, 0, 2],
-                   [10.0, 10.0, 0.0, -0.1, 10.0, 10.0], valid=[True, True, True, False, True, True])
-    Objective().prepare(batch)
+                   [10.0, 10.0, 0.0, -0.1, 10.0, 10.0], valid=[True, True, True, False, True, True],
+                   states=[0, 1, 0, 1, 0, 2])
+    assert isinstance(Objective().advantage, GRPOAdvantage) and Objective().prepare(batch) == {}
     assert torch.equal(batch.advantages, grpo_advantages(batch.rewards, batch.group_ids, 1e-6, True))
-    assert "gigpo_step_advantage" not in batch.extras
-    Objective(advantage="gigpo", gigpo_omega=0.0).prepare(batch)
+    Objective(advantage=GRPOAdvantage(norm_by_std=False)).prepare(batch)
+    assert torch.equal(batch.advantages, grpo_advantages(batch.rewards, batch.group_ids, 1e-6, False))
+    Objective(advantage=GiGPOAdvantage(omega=0.0)).prepare(batch)
     assert torch.equal(batch.advantages, grpo_advantages(batch.rewards, batch.group_ids, 1e-6, True))
-    Objective(advantage="gigpo", gigpo_gamma=0.5).prepare(batch)
+    diagnostics = Objective(advantage=GiGPOAdvantage(gamma=0.5, step_grouping="state_and_turn")).prepare(batch)
     returns = discounted_step_returns(batch.rewards, batch.valid_action, batch.group_ids, batch.trajectory_ids,
                                       batch.turn_index, 0.5)
     expected, step = gigpo_advantages(batch.rewards, returns, batch.group_ids, batch.anchor_ids, 1.0)
     assert torch.equal(batch.advantages, expected)
-    assert torch.equal(batch.extras["gigpo_step_advantage"], step)
+    assert diagnostics == {"train/step_advantage_mean": float(step.mean()),
+                           "train/step_advantage_abs_mean": float(step.abs().mean())}
     assert step[5].item() == 0.0 and step[0].item() > 0 > step[2].item()   # turn 0: traj 1 lost, 0 and 2 won
-    Objective(advantage="gigpo", norm_adv_by_std=False, gigpo_norm="mean_norm").prepare(batch)
+    Objective(advantage=GiGPOAdvantage(norm="mean_norm", step_grouping="state_and_turn")).prepare(batch)
     default_returns = discounted_step_returns(batch.rewards, batch.valid_action, batch.group_ids,
                                               batch.trajectory_ids, batch.turn_index, 0.95)
     centred = step_group_advantages(default_returns, batch.group_ids, batch.anchor_ids, 1e-6, "mean_norm")
     assert torch.equal(batch.advantages, grpo_advantages(batch.rewards, batch.group_ids, 1e-6, False) + centred)
 
 
+def test_a_revisited_state_joins_its_earlier_visit_only_under_verl_agents_grouping():
+    """Trajectory 0 goes A -> B -> A and wins; trajectory 1 stays in A and loses (gamma 0.5, centred only).
+    Step returns: trajectory 0: 0.25, 0.5, 1.0; trajectory 1: 0, 0. Episode term: rewards 1,1,1,0,0 centred."""
+    groups, turns, seen = [0] * 5, [0, 1, 2, 0, 1], ["A", "B", "A", "A", "A"]
+    anchors, states = anchor_ids(groups, turns, seen), state_ids(groups, seen)
+    assert anchors.tolist() == [0, 1, 2, 0, 3] and states.tolist() == [0, 1, 0, 0, 0]
+    batch = _batch(groups, [0, 0, 0, 1, 1], turns, anchors.tolist(), [1.0, 1.0, 1.0, 0.0, 0.0],
+                   states=states.tolist())
+    episode = [0.4, 0.4, 0.4, -0.6, -0.6]
+    # verl-agent: state A = rows 0, 2, 3, 4 with returns 0.25, 1.0, 0, 0 (mean 0.3125); B alone
+    Objective(advantage=GiGPOAdvantage(gamma=0.5, norm="mean_norm")).prepare(batch)
+    step = [-0.0625, 0.0, 0.6875, -0.3125, -0.3125]
+    assert batch.advantages.tolist() == pytest.approx([e + s for e, s in zip(episode, step)], abs=1e-7)
+    # same state at the same turn: only (turn 0, A) = rows 0 and 3 with returns 0.25, 0 (mean 0.125)
+    Objective(advantage=GiGPOAdvantage(gamma=0.5, norm="mean_norm", step_grouping="state_and_turn")).prepare(batch)
+    step = [0.125, 0.0, 0.0, -0.125, 0.0]
+    assert batch.advantages.tolist() == pytest.approx([e + s for e, s in zip(episode, step)], abs=1e-7)
+    # with std normalisation: state A's four returns normalised by their unbiased std
+    Objective(advantage=GiGPOAdvantage(gamma=0.5)).prepare(batch)
+    state_a = _normalised([0.25, 1.0, 0.0, 0.0])
+    step = [state_a[0], 0.0, state_a[1], state_a[2], state_a[3]]
+    assert batch.advantages.tolist() == pytest.approx([e + s for e, s in zip(_normalised([1, 1, 1, 0, 0]), step)],
+                                                      rel=1e-6)
+
+
 @pytest.mark.parametrize("kwargs, key", [
-    ({"advantage": "ppo"}, "model.objective.advantage"),
-    ({"gigpo_omega": -1.0}, "model.objective.gigpo_omega"),
-    ({"gigpo_omega": float("nan")}, "model.objective.gigpo_omega"),
-    ({"gigpo_gamma": 0.0}, "model.objective.gigpo_gamma"),
-    ({"gigpo_gamma": 1.5}, "model.objective.gigpo_gamma"),
-    ({"gigpo_norm": "std"}, "model.objective.gigpo_norm"),
-    ({"advantage": "gigpo", "norm_adv_by_std": False}, "norm_adv_by_std: false with gigpo_norm: mean_norm"),
-    ({"advantage": "gigpo", "gigpo_norm": "mean_norm"}, "model.objective.gigpo_norm"),
+    ({"omega": -1.0}, "omega"),
+    ({"omega": float("nan")}, "omega"),
+    ({"gamma": 0.0}, "gamma"),
+    ({"gamma": 1.5}, "gamma"),
+    ({"norm": "std"}, "norm"),
+    ({"eps": -1.0}, "eps"),
+    ({"step_grouping": "turn"}, "step_grouping"),
 ])
 def test_bad_gigpo_settings_name_the_key_and_the_fix(kwargs, key):
-    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
-        Objective(**kwargs)
+    with pytest.raises(ValueError, match=r"model\.objective\.init_args\.advantage\.init_args\." + key):
+        GiGPOAdvantage(**kwargs)
 
 
-def test_gigpo_needs_anchor_ids():
+def test_an_advantage_that_is_not_an_estimator_is_refused():
+    with pytest.raises(ValueError, match="advantage estimator class"):
+        Objective(advantage="gigpo")
+
+
+def test_verl_agent_grouping_needs_state_ids():
     batch = _batch([0, 0], [0, 1], [0, 0], [0, 0], [1.0, 0.0])
-    batch.anchor_ids = None
-    with pytest.raises(ValueError, match="anchor_ids"):
-        Objective(advantage="gigpo").prepare(batch)
+    with pytest.raises(ValueError, match="state_ids"):
+        Objective(advantage=GiGPOAdvantage()).prepare(batch)
+    Objective(advantage=GiGPOAdvantage(step_grouping="state_and_turn")).prepare(batch)  # anchor_ids suffice

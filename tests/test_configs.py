@@ -1,13 +1,18 @@
-"""Every config parses; overlays compose; bad input fails at parse time, before any model loads."""
+"""Every config parses; overlays compose; bad input fails at parse time, before any model loads; each method
+resolves to what the method table says; every campaign arm resolves to the configuration it had when it ran."""
 
+import json
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
 from craft_pl.cli import main
+from tests import campaign_arms
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs"
 ENV_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if p.name != "smoke.yaml")
 OVERLAYS = sorted(CONFIGS.glob("method/*.yaml")) + sorted(CONFIGS.glob("ablations/*.yaml")) + [CONFIGS / "smoke.yaml"]
 
@@ -31,8 +36,12 @@ def test_environment_configs_parse(config, capsys):
 def test_overlays_compose_on_the_default_environment(overlay, capsys):
     resolved = _print_config(capsys, CONFIGS / "webshop.yaml", overlay)
     expected = yaml.safe_load(overlay.read_text())
-    if "objective" in expected.get("model", {}):
-        assert resolved["model"]["objective"] == expected["model"]["objective"]
+    if "objective" in expected.get("model", {}):  # the overlay's keys win; the code's defaults fill the rest
+        stated = expected["model"]["objective"]
+        assert resolved["model"]["objective"]["class_path"] == stated["class_path"]
+        for key, value in (stated.get("init_args") or {}).items():
+            if not isinstance(value, dict):
+                assert resolved["model"]["objective"]["init_args"][key] == value, key
     if overlay.name == "smoke.yaml":
         assert resolved["data"]["tasks_per_step"] == 2 and resolved["trainer"]["max_epochs"] == 2
         assert resolved["model"]["policy"]["init_args"]["warm_start"]["steps"] == 20
@@ -66,11 +75,70 @@ def test_bad_config_fails_before_any_model_loads(override, message, capsys, monk
     assert message in capsys.readouterr().err
 
 
-def test_craft_differs_from_sdar_only_by_its_pillars():
-    craft = yaml.safe_load((CONFIGS / "method" / "craft.yaml").read_text())["model"]
-    sdar = yaml.safe_load((CONFIGS / "method" / "sdar.yaml").read_text())["model"]
-    assert craft.pop("pillars") and sdar.pop("pillars") == []
-    assert craft == sdar
+PILLAR_NAMES = {"CounterfactualTokenImportance": "CTI", "AsymmetricController": "controller",
+                "PolarisedKL": "polarised KL", "AdaptiveCringe": "CRINGE"}
+ESTIMATOR_NAMES = {"GRPOAdvantage": "GRPO", "GiGPOAdvantage": "GiGPO"}
+
+
+def _method_table() -> dict[str, dict[str, str]]:
+    """The method table of ``docs/methods.md``: ``{overlay stem: {column: cell}}``."""
+    for page in [ROOT / "docs" / "methods.md"]:
+        lines = page.read_text().splitlines()
+        for index, line in enumerate(lines):
+            header = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            if "pg_coef" in header and "distill_coef" in header:
+                table = {}
+                for row in lines[index + 2:]:
+                    if not row.startswith("|"):
+                        break
+                    cells = [cell.strip() for cell in row.strip().strip("|").split("|")]
+                    name = re.search(r"`([\w.]+)\.yaml`", cells[0])
+                    if name:
+                        table[name.group(1)] = dict(zip(header, cells))
+                return table
+    raise AssertionError("no method table (a table with pg_coef and distill_coef columns) in docs/methods.md")
+
+
+def test_every_method_resolves_to_its_row_of_the_method_table(capsys):
+    table = _method_table()
+    assert set(table) == {path.stem for path in CONFIGS.glob("method/*.yaml")}
+    for method, row in table.items():
+        resolved = _print_config(capsys, CONFIGS / "webshop.yaml", CONFIGS / "method" / f"{method}.yaml")
+        objective = resolved["model"]["objective"]["init_args"]
+        for key in ("pg_coef", "kl_coef", "distill_coef", "gate_beta"):
+            if row[key] not in ("-", ""):
+                assert objective[key] == float(row[key]), (method, key)
+            else:  # "-": the term the coefficient belongs to is off
+                assert key == "gate_beta" and objective["distill_coef"] == 0.0, method
+        estimator = (objective.get("advantage") or {}).get("class_path", "craft_pl.advantages.GRPOAdvantage")
+        assert ESTIMATOR_NAMES[estimator.rsplit(".", 1)[-1]] == row["advantage"], method
+        pillars = [PILLAR_NAMES[p["class_path"].rsplit(".", 1)[-1]] for p in resolved["model"]["pillars"]
+                   if (p.get("init_args") or {}).get("enabled", True)]
+        stated = [re.sub(r"\s*\(.*\)$", "", name.strip()) for name in row["pillars"].split(",")]
+        assert pillars == ([] if stated == ["none"] else stated), method
+
+
+def test_ablations_state_only_the_pillars_they_switch():
+    sdar = _print_config
     for ablation in CONFIGS.glob("ablations/*.yaml"):
+        assert len(ablation.read_text().splitlines()) <= 12, ablation.name
         model = yaml.safe_load(ablation.read_text())["model"]
-        assert len(model.pop("pillars")) == 3 and model == sdar, ablation.name
+        assert set(model) == {"objective", "pillars"} and model["objective"].get("init_args") is None, ablation.name
+    assert sdar  # the resolved equivalence of each ablation is checked by the campaign-arm test below
+
+
+def test_the_all_disabled_ablation_resolves_to_sdar(capsys):
+    ablation = _print_config(capsys, CONFIGS / "webshop.yaml", CONFIGS / "ablations" / "craft_all_disabled.yaml")
+    sdar = _print_config(capsys, CONFIGS / "webshop.yaml", CONFIGS / "method" / "sdar.yaml")
+    assert ablation["model"] == sdar["model"]
+
+
+def test_every_campaign_arm_resolves_to_the_configuration_it_ran_with(monkeypatch, capsys):
+    """``tests/data/campaign_arms.json`` was written from the configs before the loss-room restructuring; a new
+    campaign arm is added to it by rerunning ``campaign_arms.record`` (see that module)."""
+    monkeypatch.chdir(ROOT)
+    recorded = json.loads((ROOT / "tests" / "data" / "campaign_arms.json").read_text())
+    arms = campaign_arms.resolve_arms(main)
+    assert set(arms) == set(recorded)
+    changed = [key for key, config in arms.items() if campaign_arms.digest(config) != recorded[key]["digest"]]
+    assert not changed, {key: campaign_arms.record({key: arms[key]})[key] for key in changed[:2]}

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from craft_pl.loss import LossRecipe
 from craft_pl.objective import LossTerms, Objective
 from craft_pl.pillars.cti import (
     CounterfactualTokenImportance,
@@ -251,7 +252,7 @@ def test_trajectory_and_row_advantages():
     # trajectory 0: turn 0 (2 tokens, A = 1.0), turn 1 (2 tokens, A = 0.0); trajectory 1: one turn of 4, A = -1
     spec = [(0, 0, 1, 2), (0, 1, 0, 4), (0, 0, 0, 2)]
     batch = _rows_batch(spec, 4, _gen(23), advantages=torch.tensor([0.0, -1.0, 1.0]))
-    _pillar(n_min=1, ess_min=0.0, advantage="row").prepare(batch)
+    _pillar(n_min=1, ess_min=0.0, sibling_advantage="row").prepare(batch)
     assert batch.extras["cti"][1].tolist() == [2.0, 2.0, 1.0, 1.0]  # one sibling: A_j(t) - A_i(t)
     assert batch.extras["cti"][2, :2].tolist() == [-2.0, -2.0] and batch.extras["cti"][0, :2].tolist() == [-1.0, -1.0]
     _pillar(n_min=1, ess_min=0.0).prepare(batch)  # default: A^(0) = mean of its rows = 0.5
@@ -274,7 +275,7 @@ def test_invariant_to_row_permutation(align, advantage, baseline):
     batch = _rows_batch(_random_spec(_gen(12)), 5, _gen(13))
     permutation = torch.randperm(batch.num_rows, generator=_gen(14))
     shuffled = batch.select(permutation)
-    pillar = _pillar(align=align, advantage=advantage, cti_baseline=baseline, n_min=1, ess_min=0.0)
+    pillar = _pillar(align=align, sibling_advantage=advantage, cti_baseline=baseline, n_min=1, ess_min=0.0)
     pillar.prepare(batch)
     metrics = pillar.metrics()
     pillar.prepare(shuffled)
@@ -362,19 +363,19 @@ def test_non_trivial_credit_through_objective_and_mini_batches():
     batch = _rows_batch(_random_spec(_gen(18)), 5, _gen(19))
     objective = Objective(distill_coef=0.1, kl_coef=0.0)
     batch.rewards = torch.randn(batch.num_rows, generator=_gen(20))
-    objective.prepare(batch)
     pillar = _pillar(n_min=1, ess_min=0.5, kappa=0.7)
-    pillar.prepare(batch)
+    recipe = LossRecipe(objective, [pillar])
+    recipe.prepare(batch)
     valid, cti = batch.extras["cti_valid"], batch.extras["cti"]
     assert (batch.response_mask & ~valid).any()  # some tokens have no active sibling: fallback
     assert torch.equal(batch.extras["cti_phi"], torch.where(valid, torch.tanh(cti / 0.7), 1.0))
     assert torch.equal(cti[~valid], torch.zeros(int((~valid).sum())))
     micro = batch.select(torch.tensor([3, 0, 7]))
     logp = micro.old_logp.clone().requires_grad_(True)
-    terms = objective.terms(micro, logp, torch.zeros_like(logp))
-    baseline, _ = objective.compose(objective.terms(micro, logp, torch.zeros_like(logp)))
-    out = pillar.transform(terms, micro)
-    loss, _ = objective.compose(out)
+    baseline = LossRecipe(objective, []).loss(micro, logp, torch.zeros_like(logp)).loss
+    result = recipe.loss(micro, logp, torch.zeros_like(logp))
+    out, loss = result.terms, result.loss
+    assert torch.equal(result.inspected["cti"], micro.extras["cti"])  # what the credit inspector shows
     assert torch.isfinite(loss) and loss.item() != baseline.item()
     valid = micro.extras["cti_valid"] & micro.response_mask
     assert torch.equal(out.credit[~valid & micro.response_mask], out.gate[~valid & micro.response_mask])
@@ -383,7 +384,7 @@ def test_non_trivial_credit_through_objective_and_mini_batches():
 
 @pytest.mark.parametrize("kwargs", [{"tau": 0.0}, {"gap_clip": -1.0}, {"kappa": float("inf")}, {"n_min": 0},
                                     {"ess_min": -0.5}, {"dead_zone": -1e-3}, {"align": "token"},
-                                    {"credit_mode": "gate"}, {"cti_baseline": "mean"}, {"advantage": "turn"},
+                                    {"credit_mode": "gate"}, {"cti_baseline": "mean"}, {"sibling_advantage": "turn"},
                                     {"gap_source": "ref"}])
 def test_bad_arguments_name_the_argument(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):

@@ -114,7 +114,7 @@ def _random_batch(seed, groups=3, size=5, turns=3, width=4, states=2):
 
 def test_group_grouping_is_bit_identical_to_the_default_pillar():
     for seed in range(3):
-        for kwargs in ({}, {"align": "turn_token", "cti_baseline": "group_loo"}, {"align": "turn", "advantage": "row"}):
+        for kwargs in ({}, {"align": "turn_token", "cti_baseline": "group_loo"}, {"align": "turn", "sibling_advantage": "row"}):
             first, second = _random_batch(seed), _random_batch(seed)
             default, grouped = CounterfactualTokenImportance(**kwargs), CounterfactualTokenImportance(grouping="group",
                                                                                                       **kwargs)
@@ -142,10 +142,10 @@ def test_anchor_equals_turn_token_group_when_every_turn_has_one_state():
 def test_invariant_to_row_permutation():
     for align, advantage in (("turn_token", "trajectory"), ("turn", "row")):
         batch = _random_batch(5)
-        CounterfactualTokenImportance(grouping="anchor", align=align, advantage=advantage).prepare(batch)
+        CounterfactualTokenImportance(grouping="anchor", align=align, sibling_advantage=advantage).prepare(batch)
         order = torch.randperm(batch.num_rows, generator=torch.Generator().manual_seed(1))
         shuffled = _random_batch(5).select(order)
-        CounterfactualTokenImportance(grouping="anchor", align=align, advantage=advantage).prepare(shuffled)
+        CounterfactualTokenImportance(grouping="anchor", align=align, sibling_advantage=advantage).prepare(shuffled)
         for key in ("cti", "cti_valid"):
             assert torch.equal(batch.extras[key][order], shuffled.extras[key]), key
 

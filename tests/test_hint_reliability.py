@@ -16,12 +16,14 @@ import pytest
 import torch
 from lightning.pytorch import seed_everything
 
-from craft_pl.batch import EnvironmentFacts, ExperienceNeeds, Task, Trajectory
+from craft_pl.batch import DataFacts, Task, Trajectory
 from craft_pl.envs.base import hint_draw
 from craft_pl.envs.search_qa import SearchQAEnv
 from craft_pl.envs.search_qa.privileged import hint_text as search_hint_text
 from craft_pl.envs.webshop import WebShopEnv
+from craft_pl.loss import LossRecipe
 from craft_pl.module import CraftModule
+from craft_pl.objective import Objective
 from craft_pl.rollout.demonstrations import demonstrations
 from craft_pl.rollout.engine import Generation, GenerationEngine, SamplingParams
 from craft_pl.rollout.experience import ExperienceMaker
@@ -265,12 +267,12 @@ def test_the_rl_step_logs_the_share_of_correct_hints_and_its_teacher_sees_the_wr
     tasks = env.task_panel("train", 16, 0)
     reliable = [env.hint_is_reliable(t) for t in tasks]
     assert 0 < sum(reliable) < len(tasks)
-    needs = ExperienceNeeds(reference_logp=False, teacher_logp=True, old_logp_in_prepare=False,
-                            prepare=lambda batch: None, report=lambda stats: None)
+    recipe = LossRecipe(Objective(kl_coef=0.0), [])  # a teacher, no reference
     maker = ExperienceMaker(lambda: SearchQAEnv(num_entities=200, privileged="hint", hint_reliability=0.5), 1,
                             AnswerEngine(), 8)
     experience = maker.make(tiny_policy, tasks, 2, SamplingParams(1.0, 1.0, 16), torch.Generator().manual_seed(0),
-                            needs, env)
+                            recipe, env)
+    assert experience.batch.ref_logp is None and experience.batch.advantages is not None
     assert experience.stats["teacher/hint_reliability"] == sum(reliable) / len(tasks)
     contexts = {text.task_id: text.privileged_context for text in experience.texts.values()}
     assert contexts == {t.task_id: env.privileged_context(t) for t in tasks}
@@ -287,12 +289,12 @@ def test_validation_splits_privileged_success_by_hint_reliability():
     env = SearchQAEnv(num_entities=200, privileged="hint", hint_reliability=0.5)
     tasks = env.task_panel("val", 20, 0)
     reliable = [env.hint_is_reliable(t) for t in tasks]
-    facts = EnvironmentFacts(env_name="SearchQAEnv", task_types=env.task_types, has_privileged_context=True,
-                             group_size=2, demonstrations=lambda count, share, rate: [], evaluate=lambda: [[], []],
-                             hint_is_reliable=env.hint_is_reliable)
+    facts = DataFacts(env_name="SearchQAEnv", task_types=env.task_types, has_privileged_context=True,
+                      group_size=2, demonstrations=lambda count, share, rate: [], evaluate=lambda: [[], []],
+                      hint_is_reliable=env.hint_is_reliable)
     plain = [_episode(t, False) for t in tasks]
     privileged = [_episode(t, ok and i % 4 != 0) for i, (t, ok) in enumerate(zip(tasks, reliable))]
-    module = SimpleNamespace(environment=facts, _evaluation=[plain, privileged])
+    module = SimpleNamespace(data_facts=facts, _evaluation=[plain, privileged])
     stats = CraftModule._evaluation_stats(module, "val")
     wins = [e.won for e, ok in zip(privileged, reliable) if ok]
     assert stats["val/success_rate_privileged_reliable"] == pytest.approx(sum(wins) / len(wins))

@@ -1,5 +1,6 @@
 """The guarantee: every subset of pillars switched off (omitted or ``enabled: false``) is bit-identical in loss,
-gradients, post-step parameters and optimizer state; all off equals SDAR; each pillar on changes the loss."""
+gradients, post-step parameters and optimizer state; all off equals SDAR; each pillar on changes the loss. Every
+loss here comes from ``craft_pl.loss.LossRecipe``, the object ``CraftModule.training_step`` calls."""
 
 import copy
 import itertools
@@ -9,8 +10,8 @@ import torch
 
 from craft_pl.rollout.collector import Collector
 from craft_pl.rollout.experience import rows_from_trajectories, score_logprobs, score_teacher, with_privileged_contexts
-from craft_pl.objective import Objective
-from craft_pl.pillars import canonical_order
+from craft_pl.loss import LossRecipe
+from craft_pl.objective import Objective, k3_kl
 from craft_pl.pillars.controller import AsymmetricController
 from craft_pl.pillars.cringe import AdaptiveCringe
 from craft_pl.pillars.cti import CounterfactualTokenImportance
@@ -64,21 +65,12 @@ def one_update(scored, pillars):
     policy, batch = scored
     policy = copy.deepcopy(policy)
     batch = copy.deepcopy(batch)
-    objective = Objective(distill_coef=0.01, gate_beta=5.0, kl_coef=0.01)
-    objective.prepare(batch)
-    active = canonical_order(pillars)
-    for pillar in active:
-        pillar.prepare(batch)
+    recipe = LossRecipe(Objective(distill_coef=0.01, gate_beta=5.0, kl_coef=0.01), pillars)
+    recipe.prepare(batch)
     optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=1e-2)
-    top_k = max((p.logits_top_k for p in active), default=0)  # as CraftModule.training_step
-    scores, _ = policy.token_scores(batch.prompt_ids, batch.response_ids, with_entropy=True, top_k=top_k,
-                                    width=batch.response_mask.shape[1])
-    terms = objective.terms(batch, scores.logp, scores.entropy)
-    if top_k:
-        terms.logits = scores
-    for pillar in active:
-        terms = pillar.transform(terms, batch)
-    loss, _ = objective.compose(terms)
+    scores, _ = policy.token_scores(batch.prompt_ids, batch.response_ids, with_entropy=True,
+                                    top_k=recipe.logits_top_k, width=batch.response_mask.shape[1])
+    loss = recipe.loss(batch, scores.logp, scores.entropy, logits=scores).loss
     loss.backward()
     grads = [p.grad.clone() for p in policy.trainable_parameters()]
     optimizer.step()
@@ -148,14 +140,14 @@ def test_cringe_pushes_rejected_tokens_below_the_pseudo_positive_and_keeps_sdar_
     policy, batch = scored
     batch = copy.deepcopy(batch)
     objective = Objective(pg_coef=0.0, entropy_coef=0.0, kl_coef=0.0, distill_coef=1.0, gate_beta=5.0)
-    objective.prepare(batch)
     pillar = AdaptiveCringe(top_k=1)
-    pillar.prepare(batch)
+    recipe = LossRecipe(objective, [pillar])
+    recipe.prepare(batch)
     scores, _ = policy.token_scores(batch.prompt_ids, batch.response_ids, top_k=1, width=batch.response_mask.shape[1])
-    terms = objective.terms(batch, scores.logp, torch.zeros_like(scores.logp))
-    terms.logits = scores
-    gate = terms.gate.clone()
-    terms = pillar.transform(terms, batch)
+    result = recipe.loss(batch, scores.logp, torch.zeros_like(scores.logp), logits=scores)
+    terms, loss, parts = result.terms, result.loss, result.metrics
+    gate = torch.sigmoid(5.0 * (batch.teacher_logp - scores.logp.detach()))  # SDAR's gate, which CRINGE keeps
+    assert torch.equal(terms.gate, gate)
     rejected = (gate < 0.5) & terms.mask
     assert rejected.any() and ((gate >= 0.5) & terms.mask).any()
     expected = torch.nn.functional.softplus(scores.sampled_logit - scores.top_logits[..., 0])
@@ -163,7 +155,6 @@ def test_cringe_pushes_rejected_tokens_below_the_pseudo_positive_and_keeps_sdar_
     assert torch.equal(terms.penalties["cringe"][~rejected], torch.zeros(int((~rejected).sum())))
     assert torch.equal(terms.credit[~rejected & terms.mask], gate[~rejected & terms.mask])
     assert terms.coefficients["cringe"] == terms.coefficients["distill"]
-    loss, parts = objective.compose(terms)
     grad_logit = torch.autograd.grad(loss, scores.sampled_logit, retain_graph=True)[0]
     assert (grad_logit[rejected] > 0).all()  # descent lowers the rejected token's logit
     assert "train/cringe_loss" in parts and pillar.metrics()["negative_fraction"] > 0
@@ -187,13 +178,12 @@ def test_variant_b_polarises_the_distillation_term_instead_of_the_kl(scored):
     assert variant_b[0].item() != reference[0].item()
     policy, batch = scored
     batch = copy.deepcopy(batch)
-    objective = Objective(distill_coef=0.01, kl_coef=0.01)
-    objective.prepare(batch)
+    recipe = LossRecipe(Objective(distill_coef=0.01, kl_coef=0.01), [PolarisedKL(target="distill")])
+    recipe.prepare(batch)
     logp, entropy, _ = policy.token_logprobs(batch.prompt_ids, batch.response_ids, with_entropy=True,
                                              width=batch.response_mask.shape[1])
-    terms = objective.terms(batch, logp, entropy)
-    kl_before, gate = terms.kl.clone(), terms.gate.clone()
-    terms = PolarisedKL(target="distill").transform(terms, batch)
+    terms = recipe.loss(batch, logp, entropy).terms
+    kl_before, gate = k3_kl(logp, batch.ref_logp), terms.gate
     negative = (2 * gate - 1 < 0) & terms.mask
     assert negative.any() and torch.equal(terms.kl, kl_before)
     assert torch.equal(terms.credit[negative], torch.zeros(int(negative.sum())))

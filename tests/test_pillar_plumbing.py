@@ -5,11 +5,12 @@ import itertools
 import pytest
 import torch
 
+from craft_pl.loss import LossRecipe
 from craft_pl.module import CraftModule
 from craft_pl.objective import Objective
 from craft_pl.pillars import STAGE_COEFFICIENTS, STAGE_CREDIT, STAGE_PENALTIES, CreditPillar, canonical_order
 from craft_pl.model import Policy
-from tests.test_sdar import _sdar_terms
+from tests.test_sdar import _sdar_batch, _sdar_terms
 
 
 class HalfCredit(CreditPillar):
@@ -51,10 +52,8 @@ class CreditPenalty(CreditPillar):
 
 def _loss_and_grad(pillars):
     objective = Objective(distill_coef=0.01)
-    _, logp, terms = _sdar_terms(objective)
-    for pillar in canonical_order(pillars):
-        terms = pillar.transform(terms, None)
-    loss, _ = objective.compose(terms)
+    batch, logp = _sdar_batch(objective)
+    loss = LossRecipe(objective, pillars).loss(batch, logp, torch.zeros(2, 3)).loss
     loss.backward()
     return loss.detach(), logp.grad.clone()
 
@@ -92,7 +91,7 @@ def test_duplicate_pillars_are_refused():
 def test_module_keeps_only_enabled_pillars_in_canonical_order_and_checks_the_teacher():
     module = CraftModule(Policy(), Objective(distill_coef=0.01),
                          pillars=[CreditPenalty(), ScaleCoefficients(enabled=False), HalfCredit()])
-    assert [p.name for p in module.active_pillars] == ["half_credit", "credit_penalty"]
+    assert [p.name for p in module.loss_recipe.active_pillars] == ["half_credit", "credit_penalty"]
     with pytest.raises(ValueError, match="distill_coef"):
         CraftModule(Policy(), Objective(distill_coef=0.0), pillars=[HalfCredit()])
     checkpoint = {}
@@ -102,6 +101,6 @@ def test_module_keeps_only_enabled_pillars_in_canonical_order_and_checks_the_tea
 
 def test_code_defaults_are_crafts():
     module = CraftModule(Policy())
-    assert [p.name for p in module.active_pillars] == ["cti", "controller", "polar_kl"]
+    assert [p.name for p in module.loss_recipe.active_pillars] == ["cti", "controller", "polar_kl"]
     assert module.objective.distill_coef == 0.01 and module.objective.gate_beta == 5.0
-    assert CraftModule(Policy(), pillars=[]).active_pillars == []
+    assert CraftModule(Policy(), pillars=[]).loss_recipe.active_pillars == []

@@ -15,7 +15,10 @@ from craft_pl.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
-GPU_PRESETS = sorted(CONFIGS.glob("gpu/*.yaml"))
+GPU_ENVIRONMENTS = sorted(CONFIGS.glob("gpu/*.yaml"))
+GPU_MODELS = sorted(CONFIGS.glob("gpu/models/*.yaml"))
+MODEL_SIZES = {"qwen2.5-3b": ("Qwen/Qwen2.5-3B-Instruct", 8), "qwen2.5-7b": ("Qwen/Qwen2.5-7B-Instruct", 4),
+               "qwen3-1.7b": ("Qwen/Qwen3-1.7B", 8), "qwen3-8b": ("Qwen/Qwen3-8B", 4)}
 CPU_PRESETS = sorted(CONFIGS.glob("cpu/*.yaml"))
 PAPER_TURNS = {"alfworld": 50, "webshop": 15, "search_qa": 4}
 
@@ -37,20 +40,21 @@ def _resolved(capsys, *configs, extra=()):
     return yaml.safe_load(capsys.readouterr().out)
 
 
-def test_every_environment_and_model_has_a_gpu_preset():
-    names = {p.stem for p in GPU_PRESETS}
-    for env in PAPER_TURNS:
-        for model in ("qwen2.5-3b", "qwen2.5-7b", "qwen3-1.7b", "qwen3-8b"):
-            assert f"{env}_{model}" in names
+def test_every_environment_and_model_has_a_gpu_file():
+    assert {p.stem for p in GPU_ENVIRONMENTS} == set(PAPER_TURNS)
+    assert {p.stem for p in GPU_MODELS} == set(MODEL_SIZES)
 
 
-@pytest.mark.parametrize("config", GPU_PRESETS, ids=lambda p: p.stem)
-def test_gpu_presets_parse_with_the_papers_settings(config, capsys):
+@pytest.mark.parametrize("config", GPU_ENVIRONMENTS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("model_file", GPU_MODELS, ids=lambda p: p.stem)
+def test_gpu_presets_parse_with_the_papers_settings(config, model_file, capsys):
     if not _env_importable(config):
         pytest.skip(f"{config.stem}: its environment class is not importable yet")
-    resolved = _resolved(capsys, config, CONFIGS / "method" / "sdar.yaml")
-    env = config.stem.split("_qwen")[0]
+    resolved = _resolved(capsys, config, model_file, CONFIGS / "method" / "sdar.yaml")
+    env = config.stem
     data, model, trainer = resolved["data"], resolved["model"], resolved["trainer"]
+    assert (model["policy"]["init_args"]["model"], model["micro_batch_size"]) == MODEL_SIZES[model_file.stem]
+    assert model["policy"]["init_args"]["lora_rank"] == 64  # the environment file's keys survive the model file
     assert model["lr"] == 1e-6 and data["group_size"] == 8 and trainer["max_epochs"] == 150
     assert data["tasks_per_step"] == (128 if env == "search_qa" else 16)
     assert data["env"]["init_args"]["max_turns"] == PAPER_TURNS[env]
@@ -58,7 +62,8 @@ def test_gpu_presets_parse_with_the_papers_settings(config, capsys):
     objective = model["objective"]["init_args"]
     assert (objective["clip_ratio"], objective["kl_coef"], objective["distill_coef"], objective["gate_beta"]) == \
         (0.2, 0.01, 0.01, 5.0)
-    assert "objective" not in yaml.safe_load(config.read_text())["model"]  # method keys live in the overlays
+    for path in (config, model_file):  # method keys live in the overlays
+        assert "objective" not in yaml.safe_load(path.read_text())["model"]
 
 
 @pytest.mark.parametrize("config", CPU_PRESETS, ids=lambda p: p.stem)

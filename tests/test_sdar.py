@@ -12,13 +12,17 @@ from tests.conftest import TINY, toy_corpus
 from tests.test_objective import _batch
 
 
-def _sdar_terms(objective, teacher=(-0.5, -2.0, -1.0), student=(-1.0, -1.0, -1.0)):
+def _sdar_batch(objective, teacher=(-0.5, -2.0, -1.0), student=(-1.0, -1.0, -1.0)):
+    """A prepared two-row batch with these teacher log-probs, and the student's log-probs (requiring grad)."""
     batch = _batch()
     batch.teacher_logp = torch.tensor([list(teacher), list(teacher)])
     objective.prepare(batch)
-    logp = torch.tensor([list(student), list(student)], requires_grad=True)
-    terms = objective.terms(batch, logp, torch.zeros(2, 3))
-    return batch, logp, terms
+    return batch, torch.tensor([list(student), list(student)], requires_grad=True)
+
+
+def _sdar_terms(objective, teacher=(-0.5, -2.0, -1.0), student=(-1.0, -1.0, -1.0)):
+    batch, logp = _sdar_batch(objective, teacher, student)
+    return batch, logp, objective.terms(batch, logp, torch.zeros(2, 3))
 
 
 def test_sdar_loss_and_gradient_match_hand_computation():

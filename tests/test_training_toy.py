@@ -110,7 +110,7 @@ ABLATIONS = sorted((Path(__file__).resolve().parent.parent / "configs" / "ablati
 def test_every_ablation_overlay_runs(tmp_path, overlay):
     cli, root = _fit(tmp_path, overlay.stem, ["--config", str(overlay), "--trainer.max_epochs=1",
                                               "--model.validate_at_start=false"])
-    enabled = {p.name for p in cli.model.active_pillars}
+    enabled = {p.name for p in cli.model.loss_recipe.active_pillars}
     assert enabled == {name for name in ("cti", "controller", "polar_kl") if name in overlay.stem}
     assert read_scalars(root)["train/loss"]
 

@@ -28,6 +28,8 @@ class CreditPillar:
     name: ClassVar[str] = "pillar"
     requires_distillation: ClassVar[bool] = False
     """Whether the pillar works on the distillation term (so needs ``distill_coef > 0``)."""
+    inspected_extras: ClassVar[tuple[str, ...]] = ()
+    """Per-token ``batch.extras`` this pillar writes that credit inspection shows (``credit/<name>`` histograms)."""
 
     @property
     def reads_old_logp_in_prepare(self) -> bool:

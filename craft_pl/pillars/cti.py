@@ -35,7 +35,7 @@ from craft_pl.pillars.cti_estimator import (  # noqa: F401 - re-exported
     ALIGNS,
     CREDIT_MODES,
     BASELINES,
-    ADVANTAGES,
+    SIBLING_ADVANTAGES,
     GAP_SOURCES,
     CHUNK_ELEMENTS,
     Align,
@@ -70,6 +70,7 @@ class CounterfactualTokenImportance(CreditPillar):
     stage = STAGE_CREDIT
     name = "cti"
     requires_distillation = True
+    inspected_extras = ("cti",)
 
     @property
     def reads_old_logp_in_prepare(self) -> bool:
@@ -91,7 +92,7 @@ class CounterfactualTokenImportance(CreditPillar):
         align: Align = "flat",
         credit_mode: CreditMode = "gate_tanh",
         cti_baseline: Baseline = "self",
-        advantage: Literal["trajectory", "row"] = "trajectory",
+        sibling_advantage: Literal["trajectory", "row"] = "trajectory",
         gap_source: Literal["old", "sampling"] = "old",
         dead_zone: float = 1e-6,
         grouping: Grouping = "group",
@@ -107,7 +108,7 @@ class CounterfactualTokenImportance(CreditPillar):
             align: Sibling alignment: flattened token index, (turn, position), or one CTI per turn.
             credit_mode: g·tanh(CTI/κ), tanh(CTI/κ), (2g-1)·tanh(CTI/κ), or g·sign(CTI).
             cti_baseline: Subtract the trajectory's own advantage ("self") or the siblings' mean ("group_loo").
-            advantage: A^(j) as the mean of the trajectory's row advantages, or each row's own advantage.
+            sibling_advantage: A^(j) as the mean of the trajectory's row advantages, or each row's own advantage.
             gap_source: Gap Δ = teacher_logp minus old_logp ("old") or minus sampling_logp ("sampling").
             dead_zone: |CTI| below dead_zone × the group's max |A| (1 if that is 0) counts as 0 (credit 0).
             grouping: Siblings: the whole group, or ("anchor") only rows of the same turn and state; align turn(_token).
@@ -123,7 +124,8 @@ class CounterfactualTokenImportance(CreditPillar):
                 raise ValueError(f"cti.{arg} must be a finite number >= 0, got {value!r}")
         for arg, value, allowed in (("align", align, ALIGNS), ("credit_mode", credit_mode, CREDIT_MODES),
                                     ("cti_baseline", cti_baseline, BASELINES),
-                                    ("advantage", advantage, ADVANTAGES), ("gap_source", gap_source, GAP_SOURCES)):
+                                    ("sibling_advantage", sibling_advantage, SIBLING_ADVANTAGES),
+                                    ("gap_source", gap_source, GAP_SOURCES)):
             if value not in allowed:
                 raise ValueError(f"cti.{arg} must be one of {allowed}, got {value!r}")
         if grouping not in GROUPINGS:
@@ -139,7 +141,7 @@ class CounterfactualTokenImportance(CreditPillar):
         self.align = align
         self.credit_mode = credit_mode
         self.cti_baseline = cti_baseline
-        self.advantage = advantage
+        self.sibling_advantage = sibling_advantage
         self.gap_source = gap_source
         self.dead_zone = float(dead_zone)
         self.grouping = grouping
@@ -169,7 +171,7 @@ class CounterfactualTokenImportance(CreditPillar):
             else:
                 layout = group_layout(batch.group_ids, batch.trajectory_ids, batch.turn_index, batch.response_mask,
                                       self.align)
-                if self.advantage == "trajectory":
+                if self.sibling_advantage == "trajectory":
                     adv_groups = trajectory_advantages(row_advantages, layout)
                 else:
                     adv_groups = rows_to_groups(row_advantages, layout)
@@ -205,7 +207,7 @@ class CounterfactualTokenImportance(CreditPillar):
         layout = state_layout(batch.group_ids, batch.trajectory_ids, batch.turn_index, anchors, batch.response_mask,
                               self.align)
         return layout, state_advantages(row_advantages, batch.group_ids, batch.trajectory_ids, batch.turn_index,
-                                        batch.response_mask, layout, self.advantage)
+                                        batch.response_mask, layout, self.sibling_advantage)
 
     def _estimate(self, gap: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor) -> CTIResult:
         """The estimator over chunks of groups (bounded memory; groups are independent, so no bit changes)."""

@@ -17,7 +17,7 @@ Baseline = Literal["self", "group_loo"]
 ALIGNS = ("flat", "turn_token", "turn")
 CREDIT_MODES = ("gate_tanh", "tanh", "signed_gate", "gate_sign")
 BASELINES = ("self", "group_loo")
-ADVANTAGES = ("trajectory", "row")
+SIBLING_ADVANTAGES = ("trajectory", "row")
 GAP_SOURCES = ("old", "sampling")
 
 CHUNK_ELEMENTS = 1 << 24

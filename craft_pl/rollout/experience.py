@@ -8,9 +8,11 @@ Read top to bottom, ``ExperienceMaker.make`` is one RL step's data side:
    (``timing/scoring_s``);
 4. **teacher scoring**: when the objective distils, the privileged teacher's log-probs of the same response ids
    (``timing/teacher_scoring_s``);
-5. **preparation**: the objective's and the pillars' group-level work on the whole step (``timing/prepare_s``).
+5. **preparation**: the loss recipe's group-level work on the whole step (advantages, pillar preparation;
+   ``timing/prepare_s``): the data side's one call into the learner per RL step.
 
-It takes the policy, the engine and the environment factory as arguments and reads nothing through the trainer.
+It takes the policy, the engine, the environment and the loss recipe as arguments and reads nothing through the
+trainer. Its statistics travel with the experience (the step's first mini-batch carries them to the learner).
 """
 
 from __future__ import annotations
@@ -18,16 +20,19 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
 
-from craft_pl.batch import ExperienceNeeds, RolloutBatch, Task, Trajectory, TurnText, TurnTexts, anchor_ids
+from craft_pl.batch import RolloutBatch, Task, Trajectory, TurnText, TurnTexts, anchor_ids, state_ids
 from craft_pl.envs.base import AgentEnv
 from craft_pl.evaluation import EpisodeMetrics
 from craft_pl.rollout.collector import Collector
 from craft_pl.rollout.engine import GenerationEngine, SamplingParams
 from craft_pl.rollout.prompts import teacher_prompt
+
+if TYPE_CHECKING:
+    from craft_pl.loss import LossRecipe
 
 
 @dataclass
@@ -68,36 +73,36 @@ class ExperienceMaker:
         self.scoring_batch_size = scoring_batch_size
 
     def make(self, policy, tasks: list[Task], group_size: int, sampling: SamplingParams, generator: torch.Generator,
-             needs: ExperienceNeeds, env: AgentEnv, progress: Callable[[int], None] | None = None,
+             recipe: "LossRecipe", env: AgentEnv, progress: Callable[[int], None] | None = None,
              one_update: bool = False) -> Experience:
         """One RL step's experience on ``tasks`` (``env`` answers the environment's questions: penalty, task types,
-        privileged context). With ``one_update`` (the step's rows are one mini-batch used once) the old log-probs
-        equal the training forward's detached ones, so they are left to it (``old_logp`` None) unless a
-        preparation reads them."""
+        privileged context; ``recipe`` says which log-probs to score and prepares the rows). With ``one_update``
+        (the step's rows are one mini-batch used once) the old log-probs equal the training forward's detached
+        ones, so they are left to it (``old_logp`` None) unless a preparation reads them."""
         timers = Timers()
         with timers("rollout"):
             trajectories = self.collector.run(tasks, group_size, policy, self.engine, sampling, generator,
                                               progress=progress)
         batch, texts = rows_from_trajectories(trajectories, env.invalid_action_penalty)
         with timers("scoring"):
-            score_logprobs(policy, batch, needs.reference_logp, self.scoring_batch_size,
-                           with_old=needs.old_logp_in_prepare or not one_update)
+            score_logprobs(policy, batch, recipe.needs_reference_logp, self.scoring_batch_size,
+                           with_old=recipe.reads_old_logp_in_prepare or not one_update)
         stats = rollout_stats(trajectories, batch, env.task_types, sampling.max_new_tokens)
-        if needs.teacher_logp:
+        if recipe.needs_teacher_logp:
             with timers("teacher_scoring"):
                 texts = with_privileged_contexts(texts, tasks, env)
                 stats.update(score_teacher(policy, batch, texts, sampling.max_new_tokens, self.scoring_batch_size))
                 stats["teacher/hint_reliability"] = sum(map(env.hint_is_reliable, tasks)) / max(1, len(tasks))
         with timers("prepare"):
-            needs.prepare(batch)
+            stats.update(recipe.prepare(batch))
         stats.update(timers.stats())
         return Experience(batch, texts, trajectories, stats)
 
 
 def rows_from_trajectories(trajectories: list[Trajectory], penalty: float) -> tuple[RolloutBatch, TurnTexts]:
     """One row per (trajectory, turn); reward = episode reward - penalty x [this turn's action was invalid]. Rows of
-    a group in the same anchor state at a turn share an ``anchor_id``. Also the rows' text, keyed by
-    (trajectory, turn)."""
+    a group in the same anchor state at a turn share an ``anchor_id``, and in the same state at any turn a
+    ``state_id``. Also the rows' text, keyed by (trajectory, turn)."""
     rows = [(t, k, turn) for t in trajectories for k, turn in enumerate(t.turns)]
     width = max(1, max((len(turn.response_ids) for _, _, turn in rows), default=1))
     response_mask = torch.zeros(len(rows), width, dtype=torch.bool)
@@ -115,6 +120,7 @@ def rows_from_trajectories(trajectories: list[Trajectory], penalty: float) -> tu
         trajectory_ids=torch.tensor([t.trajectory_id for t, _, _ in rows], dtype=torch.long),
         turn_index=torch.tensor(turn_index, dtype=torch.long),
         anchor_ids=anchor_ids(group_ids, turn_index, [turn.anchor for _, _, turn in rows]),
+        state_ids=state_ids(group_ids, [turn.anchor for _, _, turn in rows]),
         rewards=torch.tensor([t.episode_reward - penalty * (not turn.valid_action) for t, _, turn in rows],
                              dtype=torch.float32),
         valid_action=torch.tensor([turn.valid_action for _, _, turn in rows], dtype=torch.bool),

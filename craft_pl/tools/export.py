@@ -48,7 +48,7 @@ def rebuild_module(ckpt_path: str | Path):
         config_path.write_text(yaml.safe_dump(config))
         cli = main(["--config", str(config_path)], run=False)
     module = cli.model
-    module.build_policy(module.environment)  # the CLI connected the module to its data side
+    module.build_policy(module.data_facts)  # the CLI connected the module to its data side
     state = complete_state_dict(checkpoint["state_dict"], module.state_dict(), module.policy.finetune)
     module.load_state_dict(state)
     return module.eval()

@@ -243,16 +243,21 @@ class AlfWorldEnv(AgentEnv):
         """The planner: with the walkthrough in the prompt, walking straight to the object is what the hint says."""
         return WalkthroughExpert(self)
 
-    def privileged_context(self, task: Task, reliable_only: bool = False) -> str:
-        """Skill text, or the task's hint: a wrong one where ``hint_is_reliable`` says no, unless ``reliable_only``."""
-        if self.privileged == "hint":
-            if not isinstance(task.payload, GameRecord):
-                raise ValueError(f"AlfWorldEnv.privileged_context: task {task.task_id!r} has no ALFWorld game")
-            game = task.payload
-            if reliable_only or self.hint_is_reliable(task):
-                return hint_text(game.walkthrough)
-            return wrong_hint_text(game.walkthrough, game.gamefile, game.goal)
+    def skill_context(self, task: Task) -> str:
         return skill_text(task.task_type)
+
+    def hint_context(self, task: Task) -> str:
+        return hint_text(self._game_of(task).walkthrough)
+
+    def wrong_hint_context(self, task: Task) -> str:
+        game = self._game_of(task)
+        return wrong_hint_text(game.walkthrough, game.gamefile, game.goal)
+
+    @staticmethod
+    def _game_of(task: Task) -> GameRecord:
+        if not isinstance(task.payload, GameRecord):
+            raise ValueError(f"AlfWorldEnv.privileged_context: task {task.task_id!r} has no ALFWorld game")
+        return task.payload
 
     def close(self) -> None:
         for engine in (self._engine, self._planner):

@@ -248,15 +248,20 @@ class SearchQAEnv(AgentEnv):
     def make_expert(self) -> Expert:
         return SearchQAExpert()
 
-    def privileged_context(self, task: Task, reliable_only: bool = False) -> str:
-        """Skill text, or the task's hint: a wrong one where ``hint_is_reliable`` says no, unless ``reliable_only``."""
-        if self.privileged == "hint":
-            if not isinstance(task.payload, QAItem):
-                raise ValueError(f"SearchQAEnv.privileged_context: task {task.task_id!r} has no question payload")
-            if reliable_only or self.hint_is_reliable(task):
-                return hint_text(task.payload)
-            return wrong_hint_text(task.payload, self.world)
+    def skill_context(self, task: Task) -> str:
         return skill_text(task.task_type)
+
+    def hint_context(self, task: Task) -> str:
+        return hint_text(self._item_of(task))
+
+    def wrong_hint_context(self, task: Task) -> str:
+        return wrong_hint_text(self._item_of(task), self.world)
+
+    @staticmethod
+    def _item_of(task: Task) -> QAItem:
+        if not isinstance(task.payload, QAItem):
+            raise ValueError(f"SearchQAEnv.privileged_context: task {task.task_id!r} has no question payload")
+        return task.payload
 
     def close(self) -> None:
         self._item = None

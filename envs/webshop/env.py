@@ -12,13 +12,13 @@ from craft_pl.envs.webshop.goals import GOAL_FILTERS, SPLITS, Goal, GoalFactory
 from craft_pl.envs.webshop.pages import Browser, PageState, admissible
 from craft_pl.envs.webshop.privileged import PRIVILEGED_MODES, hint_text, skill_text, wrong_hint_text
 from craft_pl.envs.webshop.reward import get_reward
-from craft_pl.envs.webshop.search import SearchEngine
+from craft_pl.envs.webshop.search import SearchIndex
 from craft_pl.envs.webshop.vocab import PRODUCT_TYPES, TASK_TYPES
 
 WIN_REWARD = 10.0
 """Step reward of a won purchase (verl-agent: 10 x success)."""
 
-_CATALOGS: dict[tuple, tuple[Catalog, SearchEngine]] = {}
+_CATALOGS: dict[tuple, tuple[Catalog, SearchIndex]] = {}
 _FACTORIES: dict[tuple, GoalFactory] = {}
 
 
@@ -29,12 +29,12 @@ def clear_caches() -> None:
 
 
 def shared_catalog(num_products: int, seed: int, num_product_types: int, near_duplicates: int, id_style: str,
-                   price_range_prob: float) -> tuple[Catalog, SearchEngine]:
+                   price_range_prob: float) -> tuple[Catalog, SearchIndex]:
     """The catalogue and its BM25 index, built once per argument tuple and shared by all environments."""
     key = (num_products, seed, num_product_types, near_duplicates, id_style, float(price_range_prob))
     if key not in _CATALOGS:
         catalog = build_catalog(*key)
-        _CATALOGS[key] = (catalog, SearchEngine(catalog))
+        _CATALOGS[key] = (catalog, SearchIndex(catalog))
     return _CATALOGS[key]
 
 
@@ -107,14 +107,14 @@ class WebShopEnv(AgentEnv):
         self.goal_filter = goal_filter
         self.price_range_prob = price_range_prob
         catalog_ids = "asin" if id_style == "asin" else "short"
-        self.catalog, self.engine = shared_catalog(
+        self.catalog, self.search_index = shared_catalog(
             num_products, seed, num_product_types, near_duplicates, catalog_ids, price_range_prob
         )
         key = (num_products, seed, num_product_types, near_duplicates, catalog_ids, float(price_range_prob),
                attributes_per_goal, options_per_goal, cheap_goal_bias, goal_filter, results_per_page,
                search_return_n)
         if key not in _FACTORIES:
-            _FACTORIES[key] = GoalFactory(self.catalog, self.engine, seed, attributes_per_goal, options_per_goal,
+            _FACTORIES[key] = GoalFactory(self.catalog, self.search_index, seed, attributes_per_goal, options_per_goal,
                                           cheap_goal_bias, goal_filter, results_per_page, search_return_n)
         self._goals = _FACTORIES[key]
         self._goal: Goal | None = None
@@ -171,7 +171,7 @@ class WebShopEnv(AgentEnv):
             raise ValueError(f"WebShopEnv.reset: task {task.task_id!r} comes from another catalogue; build the env "
                              "with the same num_products/seed/num_product_types/near_duplicates/id_style")
         self._goal = goal
-        self._browser = Browser(self.catalog, self.engine, task.instruction, self.results_per_page,
+        self._browser = Browser(self.catalog, self.search_index, task.instruction, self.results_per_page,
                                 self.search_return_n, self.id_style)
         self._state = PageState()
         return self.observation
@@ -231,16 +231,21 @@ class WebShopEnv(AgentEnv):
     def make_expert(self) -> Expert:
         return WebShopExpert()
 
-    def privileged_context(self, task: Task, reliable_only: bool = False) -> str:
-        """Skill text, or the task's hint: a wrong one where ``hint_is_reliable`` says no, unless ``reliable_only``."""
-        if self.privileged == "hint":
-            if not isinstance(task.payload, Goal):
-                raise ValueError(f"WebShopEnv.privileged_context: task {task.task_id!r} has no WebShop goal")
-            if reliable_only or self.hint_is_reliable(task):
-                return hint_text(task.payload, self.catalog, self.id_style, self.results_per_page)
-            return wrong_hint_text(task.payload, self.catalog, self.engine, self.id_style, self.results_per_page,
-                                   self.search_return_n)
+    def skill_context(self, task: Task) -> str:
         return skill_text(task.task_type)
+
+    def hint_context(self, task: Task) -> str:
+        return hint_text(self._goal_of(task), self.catalog, self.id_style, self.results_per_page)
+
+    def wrong_hint_context(self, task: Task) -> str:
+        return wrong_hint_text(self._goal_of(task), self.catalog, self.search_index, self.id_style,
+                               self.results_per_page, self.search_return_n)
+
+    @staticmethod
+    def _goal_of(task: Task) -> Goal:
+        if not isinstance(task.payload, Goal):
+            raise ValueError(f"WebShopEnv.privileged_context: task {task.task_id!r} has no WebShop goal")
+        return task.payload
 
     def close(self) -> None:
         self._browser = None

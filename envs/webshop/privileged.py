@@ -10,7 +10,7 @@ from craft_pl.envs.webshop.catalog import Catalog, Product
 from craft_pl.envs.webshop.goals import Goal, stable_hash
 from craft_pl.envs.webshop.instructions import parse_instruction
 from craft_pl.envs.webshop.reward import get_reward
-from craft_pl.envs.webshop.search import SearchEngine
+from craft_pl.envs.webshop.search import SearchIndex
 from craft_pl.envs.webshop.vocab import TASK_TYPES
 
 SKILL_DIR = Path(__file__).resolve().parent / "skills"
@@ -38,7 +38,7 @@ def hint_text(goal: Goal, catalog: Catalog, id_style: str = "short", results_per
     return _render(catalog.products[index].asin.lower(), rank, values, results_per_page)
 
 
-def wrong_hint_text(goal: Goal, catalog: Catalog, engine: SearchEngine, id_style: str = "short",
+def wrong_hint_text(goal: Goal, catalog: Catalog, search_index: SearchIndex, id_style: str = "short",
                     results_per_page: int = 10, search_return_n: int = 50) -> str:
     """A plausible but wrong hint (``hint_reliability``): the same lines as ``hint_text``, but the result to open is
     another result of the instruction's search whose product loses when bought with the hinted options (it misses
@@ -49,7 +49,7 @@ def wrong_hint_text(goal: Goal, catalog: Catalog, engine: SearchEngine, id_style
     answer = catalog.by_asin.get((goal.answer_asin or goal.asin).lower(), goal.product_index)
     ranked = goal.answer_rank if id_style == "rank" else -1
     values = [value for _, value in goal.goal_options]
-    results = engine.search(parse_instruction(goal.instruction).descriptor, search_return_n)
+    results = search_index.search(parse_instruction(goal.instruction).descriptor, search_return_n)
     page = max(0, goal.answer_rank) // results_per_page
     on_page = range(page * results_per_page, min(len(results), (page + 1) * results_per_page))
     draw = stable_hash(f"webshop-wrong-hint:{goal.instruction}")
