@@ -57,6 +57,7 @@ def play_expert(env: AlfWorldEnv, task: Task) -> tuple[bool, int, list[str]]:
 
 
 # ---------------------------------------------------------------------- generator and engine
+@pytest.mark.slow
 def test_generated_games_cover_all_six_types_and_the_expert_wins_each(env):
     pool = env.pool("train")
     assert {game.task_type for game in pool} == set(TASK_TYPES)
@@ -217,6 +218,7 @@ def test_rewards_invalid_actions_and_horizon(env):
     short.close()
 
 
+@pytest.mark.slow
 def test_recovery_demonstrations_show_invalid_and_off_plan_states_with_expert_labels(env):
     from craft_pl.rollout.demonstrations import Perturbation, collect_demonstrations
 
@@ -238,6 +240,7 @@ def test_recovery_demonstrations_show_invalid_and_off_plan_states_with_expert_la
     assert not any(NOTHING_HAPPENS in prompt for prompt, _ in clean)
 
 
+@pytest.mark.slow
 def test_exploring_expert_wins_without_walking_to_objects_it_has_not_seen(env):
     explorer_env = AlfWorldEnv(cache_dir=env.cache_dir, max_turns=16, expert="explorer", **ENV_ARGS)
     searched = 0
@@ -272,6 +275,7 @@ def test_exploring_expert_wins_without_walking_to_objects_it_has_not_seen(env):
         AlfWorldEnv(expert="oracle")
 
 
+@pytest.mark.slow
 def test_replans_reuse_one_planning_engine_and_their_plans_win(env, monkeypatch):
     import fast_downward
 
@@ -302,6 +306,7 @@ def test_task_panels_are_functions_of_the_seed(env):
 
 
 # ---------------------------------------------------------------------- training through the CLI
+@pytest.mark.slow
 def test_smoke_fit_logs_success_per_task_type(env, cache_dir, tmp_path):
     from craft_pl.cli import main
     from tests.tb import read_scalars

@@ -74,6 +74,7 @@ def _crafted(tmp_path: Path) -> tuple[Path, Path]:
     return path, marker
 
 
+@pytest.mark.slow
 def test_a_crafted_checkpoint_does_not_run_on_export(tmp_path):
     path, marker = _crafted(tmp_path)
     done = _export(path, tmp_path / "out")
@@ -83,6 +84,7 @@ def test_a_crafted_checkpoint_does_not_run_on_export(tmp_path):
 
 
 @pytest.mark.parametrize("subcommand", ["fit", "validate"])
+@pytest.mark.slow
 def test_a_crafted_checkpoint_does_not_run_on_fit_or_validate(tmp_path, capsys, trained, subcommand):
     path, marker = _crafted(tmp_path)
     _, _, _, cache = trained
@@ -136,6 +138,7 @@ def test_flipped_bytes_in_a_tensor_stop_resume_and_validate_with_one_line(tmp_pa
     _assert_corrupt_line(_run_cli(capsys, args), corrupt)
 
 
+@pytest.mark.slow
 def test_flipped_bytes_in_a_tensor_stop_export_with_one_line(tmp_path, corrupt):
     done = _export(corrupt[0], tmp_path / "out")
     assert done.returncode == 2 and not (tmp_path / "out" / "export.json").exists()

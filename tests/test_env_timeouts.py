@@ -213,6 +213,7 @@ def warm_start_cache(tmp_path_factory):
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.slow
 def test_a_signal_during_a_hung_step_saves_interrupted_ckpt_and_exits(tmp_path, warm_start_cache, signal_number):
     root, hang_file = tmp_path / "run", tmp_path / "hang"
     args = [sys.executable, "-m", "craft_pl", "fit", *TOY_ARGS, "--data.env=tests.test_env_timeouts.HangingPickWordEnv",

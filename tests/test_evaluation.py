@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from benchmarks.learning import per_type
@@ -89,6 +90,7 @@ def test_per_type_success_adds_up_to_the_overall_rate():
     assert metrics["val/success_rate"] == sum(outcomes) / len(outcomes)
 
 
+@pytest.mark.slow
 def test_panels_are_the_same_in_every_process_and_for_any_batch_size(tmp_path):
     code = ("from craft_pl.envs.webshop import WebShopEnv; import hashlib; e = WebShopEnv(num_products=300); "
             "print(hashlib.sha256(repr([(t.task_id, t.instruction) for t in e.task_panel('val', 32, 0)]).encode())"

@@ -32,6 +32,7 @@ print(json.dumps({"adapter": logprobs(adapted), "merged": logprobs(merged),
 """
 
 
+@pytest.mark.slow
 def test_exported_policy_reproduces_its_logprobs_without_craft_pl(tmp_path):
     root = tmp_path / "fit"
     cli = main(["fit", *TOY_ARGS, "--trainer.max_epochs=1", f"--trainer.default_root_dir={root}",

@@ -30,6 +30,7 @@ def _count_old_passes(monkeypatch):
     return calls
 
 
+@pytest.mark.slow
 def test_an_on_policy_step_skips_the_old_pass_and_logs_the_same_losses(tmp_path, monkeypatch):
     calls = _count_old_passes(monkeypatch)
     _, skipped = _fit(tmp_path, "skipped", ON_POLICY)

@@ -41,6 +41,7 @@ def test_the_game_plays_and_the_expert_wins(examples_on_path):
     assert not env.step(None).info["valid_action"]
 
 
+@pytest.mark.slow
 def test_one_training_step_through_the_cli(examples_on_path, tmp_path):
     main(["fit", "--config", str(EXAMPLES / "guess_number" / "config.yaml"),
           "--config", str(ROOT / "configs" / "method" / "grpo.yaml"), "--config", str(ROOT / "configs" / "smoke.yaml"),

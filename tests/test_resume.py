@@ -31,6 +31,7 @@ def _checkpoint(root):
     return path
 
 
+@pytest.mark.slow
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     whole, whole_root = _fit(tmp_path, "whole", 4)
     _, half_root = _fit(tmp_path, "half", 2)
@@ -68,6 +69,7 @@ def test_resume_with_a_result_changing_setting_is_refused_with_the_keys(tmp_path
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.slow
 def test_a_signal_during_a_step_saves_the_last_completed_step_and_resuming_it_is_exact(tmp_path, signal_number):
     root = tmp_path / "killed"
     args = [sys.executable, "-m", "craft_pl", "fit", *TOY_ARGS, f"--trainer.default_root_dir={root}",

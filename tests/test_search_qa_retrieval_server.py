@@ -131,6 +131,7 @@ def test_server_command_line_serves_a_corpus_file(tmp_path):
         process.wait(timeout=10)
 
 
+@pytest.mark.slow
 def test_smoke_fit_with_craft_logs_success_per_data_source(tmp_path):
     clear_caches()
     main(["fit", "--config", str(CONFIGS / "search_qa.yaml"), "--config", str(CONFIGS / "method" / "craft.yaml"),

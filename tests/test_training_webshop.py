@@ -22,6 +22,7 @@ def _smoke(tmp_path, *overlays, extra=()):
     return main(args), tmp_path / "run"
 
 
+@pytest.mark.slow
 def test_smoke_fit_trains_and_logs_every_tag(tmp_path):
     cli, root = _smoke(tmp_path, CONFIGS / "method" / "grpo.yaml")
     model = cli.model.policy.model
@@ -36,6 +37,7 @@ def test_smoke_fit_trains_and_logs_every_tag(tmp_path):
 
 
 @pytest.mark.parametrize("method", ["grpo_opsd", "opsd", "sdar"])
+@pytest.mark.slow
 def test_each_self_distillation_preset_runs_one_step(tmp_path, method):
     cli, root = _smoke(tmp_path, CONFIGS / "method" / f"{method}.yaml",
                        extra=["--trainer.max_epochs=1", "--data.val_tasks=2", "--data.val_privileged=false"])

@@ -356,6 +356,7 @@ def test_observation_text_gives_the_admissible_actions(env):
 
 
 # ---------------------------------------------------------------------------------------------------- panels
+@pytest.mark.slow
 def test_panels_deterministic_disjoint_and_order_independent():
     clear_caches()
     a = WebShopEnv()
@@ -382,6 +383,7 @@ def test_panels_deterministic_disjoint_and_order_independent():
         hash(task)  # payloads are frozen: tasks can go in sets
 
 
+@pytest.mark.slow
 def test_panel_same_in_a_fresh_process(env):
     code = ("from craft_pl.envs.webshop import WebShopEnv;"
             "print('|'.join(t.instruction for t in WebShopEnv().task_panel('test', 5, 3)))")
