@@ -8,13 +8,23 @@ from typing import Any, Callable
 
 import torch
 
-from craft_pl.batch import INVALID_ACTION, Task, Trajectory, Turn, TurnRecord
+from craft_pl.batch import INVALID_ACTION, PromptParts, Task, Trajectory, Turn, TurnRecord
 from craft_pl.envs.base import AgentEnv
 from craft_pl.rollout.engine import Generation, GenerationEngine, SamplingParams
 from craft_pl.rollout.prompts import encode_prompt_parts, teacher_prompt
 from craft_pl.rollout.watchdog import CallTimeout, Watchdog
+from craft_pl.text_entry import clean
 
 log = logging.getLogger(__name__)
+
+
+def clean_parts(parts: PromptParts) -> PromptParts:
+    """A prompt whose every piece is valid UTF-8 (the environment's own text: instructions, task, history)."""
+    pieces = (parts.preamble, *parts.history, parts.current)
+    cleaned = [clean(piece, "prompt") for piece in pieces]
+    if all(new is old for new, old in zip(cleaned, pieces)):
+        return parts
+    return PromptParts(cleaned[0], tuple(cleaned[1:-1]), cleaned[-1])
 
 
 class Collector:
@@ -88,9 +98,9 @@ class Collector:
                 index = group_id * group_size + sibling
                 trajectory = Trajectory(task=task, group_id=group_id, trajectory_id=index)
                 if privileged:
-                    trajectory.privileged_context = envs[index].privileged_context(task)
+                    trajectory.privileged_context = clean(envs[index].privileged_context(task), "privileged context")
                 try:
-                    observations.append(self._guarded(envs, index, task, "reset", task))
+                    observations.append(clean(self._guarded(envs, index, task, "reset", task), "observation"))
                 except Exception as error:  # noqa: BLE001 - an environment failure ends only its episode
                     if not isinstance(error, CallTimeout):
                         log.warning("environment reset failed on %s: %r", task.task_id, error)
@@ -107,7 +117,7 @@ class Collector:
             prompts = []
             for i in active:
                 history = histories[i][len(histories[i]) - self.history_length :] if self.history_length else []
-                parts = envs[i].prompt(trajectories[i].task, history, observations[i], turn)
+                parts = clean_parts(envs[i].prompt(trajectories[i].task, history, observations[i], turn))
                 if privileged:
                     encoded = teacher_prompt(policy, parts, trajectories[i].privileged_context, sampling.max_new_tokens)
                 else:
@@ -143,7 +153,7 @@ class Collector:
         trajectory.turns.append(record)
         trajectory.episode_reward += reward
         history.append(Turn(observations[i], action if record.valid_action else INVALID_ACTION))
-        observations[i] = result.observation
+        observations[i] = clean(result.observation, "observation")
         if result.done:
             trajectory.done = True
             trajectory.won = bool(result.info.get("won", False))

@@ -10,6 +10,7 @@ import torch
 from craft_pl.batch import INVALID_ACTION, Task, Turn
 from craft_pl.envs.base import AgentEnv
 from craft_pl.seeding import derive_seed
+from craft_pl.text_entry import clean
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,8 @@ def collect_demonstrations(
             continue
         if won:
             wins += 1
-            demos.extend(episode)
+            demos.extend((clean(prompt, "demonstration"), clean(response, "demonstration"))
+                         for prompt, response in episode)
     if errors:
         log.warning("%d of %d expert episodes failed with an environment error", errors, len(tasks))
     return demos, wins / max(1, len(tasks))
