@@ -39,6 +39,7 @@ def _campaign(tmp_path, methods, **extra) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_small_grid_gives_the_table_and_plot_and_survives_a_crashing_method(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     broken = tmp_path / "broken.yaml"
@@ -65,6 +66,7 @@ def test_a_small_grid_gives_the_table_and_plot_and_survives_a_crashing_method(tm
     assert [r["wall_s"] for r in again if r["status"] == "ok"] == [r["wall_s"] for r in records if r["status"] == "ok"]
 
 
+@pytest.mark.slow
 def test_the_reported_number_comes_from_the_test_panel_and_comparisons_are_paired(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     methods = {"grpo": ["configs/method/grpo.yaml"],
