@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import socket
 import threading
 import time
@@ -21,6 +22,9 @@ import urllib.parse
 
 from craft_pl.envs.search_qa.retrieval import Retriever
 from craft_pl.envs.search_qa.world import Passage
+from craft_pl.text_entry import clean, decode
+
+log = logging.getLogger(__name__)
 
 SERVER_HINT = (
     "start one with `python -m craft_pl.envs.search_qa.server --port 8000` (BM25 over the built-in corpus, or "
@@ -28,8 +32,18 @@ SERVER_HINT = (
 )
 
 
+MAX_ANSWER_BYTES = 64 * 2**20
+"""Longest retrieval answer read (64 MiB: about 100,000 wiki-18 passages)."""
+MAX_PASSAGE_CHARS = 16_384
+"""Longest passage kept (wiki-18's are about 600 characters); longer ones are cut."""
+
+
 class RetrievalServerError(RuntimeError):
     """The retrieval server could not be reached or gave an answer that is not the Search-R1 protocol."""
+
+
+class AnswerTooLarge(Exception):
+    """The server's answer is longer than ``max_answer_bytes``."""
 
 
 class HTTPRetriever(Retriever):
@@ -37,7 +51,8 @@ class HTTPRetriever(Retriever):
     on the total time of one search."""
 
     def __init__(self, url: str = "http://127.0.0.1:8000/retrieve", timeout_s: float = 10.0, retries: int = 3,
-                 backoff_s: float = 0.5, total_timeout_s: float = 30.0) -> None:
+                 backoff_s: float = 0.5, total_timeout_s: float = 30.0,
+                 max_answer_bytes: int = MAX_ANSWER_BYTES, max_passage_chars: int = MAX_PASSAGE_CHARS) -> None:
         """
         Args:
             url: Address of the server's retrieve endpoint.
@@ -45,6 +60,9 @@ class HTTPRetriever(Retriever):
             retries: Further attempts after a failed request (0 = try once).
             backoff_s: Wait before the first retry; it doubles for each further one.
             total_timeout_s: Most seconds one search may take, all attempts and waits included.
+            max_answer_bytes: Longest answer read; a longer one is refused after reading this much (an endless answer
+                costs this much memory, not all of it).
+            max_passage_chars: Longest passage kept; a longer passage's text is cut to this many characters.
         """
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -52,6 +70,10 @@ class HTTPRetriever(Retriever):
                              "http://127.0.0.1:8000/retrieve")
         if timeout_s <= 0 or total_timeout_s <= 0 or retries < 0 or backoff_s < 0:
             raise ValueError("HTTPRetriever: timeout_s and total_timeout_s must be > 0, retries and backoff_s >= 0")
+        if max_answer_bytes < 1024 or max_passage_chars < 16:
+            raise ValueError("HTTPRetriever: max_answer_bytes must be >= 1024 and max_passage_chars >= 16")
+        self.max_answer_bytes = int(max_answer_bytes)
+        self.max_passage_chars = int(max_passage_chars)
         self.url = url
         self.timeout_s = timeout_s
         self.retries = retries
@@ -83,7 +105,16 @@ class HTTPRetriever(Retriever):
             watchdog.start()
             connection.request("POST", self._path, body=body, headers={"Content-Type": "application/json"})
             response = connection.getresponse()
-            return response.status, response.read()
+            declared = response.getheader("Content-Length")
+            if declared is not None and declared.isdigit() and int(declared) > self.max_answer_bytes:
+                raise AnswerTooLarge(f"the answer declares {int(declared)} bytes, more than max_answer_bytes="
+                                     f"{self.max_answer_bytes}")
+            answer = response.read(self.max_answer_bytes + 1)  # an endless answer stops here
+            if len(answer) > self.max_answer_bytes:
+                raise AnswerTooLarge(f"the answer is longer than max_answer_bytes={self.max_answer_bytes}")
+            return response.status, answer
+        except AnswerTooLarge:
+            raise
         except (OSError, http.client.HTTPException) as error:
             if expired.is_set() or time.monotonic() >= deadline:
                 raise TimeoutError(f"no complete answer within total_timeout_s={self.total_timeout_s}") from error
@@ -108,7 +139,7 @@ class HTTPRetriever(Retriever):
             attempts += 1
             try:
                 status, answer = self._exchange(body, deadline)
-            except TimeoutError as error:
+            except (TimeoutError, AnswerTooLarge) as error:  # asking again would cost the same
                 last_error = str(error)
                 break
             except OSError as error:
@@ -116,7 +147,7 @@ class HTTPRetriever(Retriever):
                 continue
             if status == 200:
                 try:
-                    return json.loads(answer.decode("utf-8"))
+                    return json.loads(decode(answer, "retrieval answer", self.url))
                 except ValueError as error:
                     last_error = f"the answer is not JSON ({error}): {answer[:200]!r}"
                     continue
@@ -133,7 +164,7 @@ class HTTPRetriever(Retriever):
             return []
         answer = self._post({"queries": list(queries), "topk": int(top_k), "return_scores": True})
         try:
-            return parse_answer(answer, len(queries), top_k)
+            return parse_answer(answer, len(queries), top_k, self.max_passage_chars)
         except ValueError as error:
             raise RetrievalServerError(f"retrieval server at {self.url} broke the Search-R1 protocol: {error}; "
                                        "expected {'result': [[{'document': {'id', 'contents'}, 'score'}, ...], "
@@ -145,9 +176,10 @@ def _show(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def parse_answer(answer: object, num_queries: int, top_k: int) -> list[list[Passage]]:
-    """The passages of a ``/retrieve`` answer, at most ``top_k`` per query (raises ``ValueError`` naming the first
-    thing that does not follow the protocol)."""
+def parse_answer(answer: object, num_queries: int, top_k: int,
+                 max_passage_chars: int = MAX_PASSAGE_CHARS) -> list[list[Passage]]:
+    """The passages of a ``/retrieve`` answer, at most ``top_k`` per query, each at most ``max_passage_chars`` long
+    and valid UTF-8 (raises ``ValueError`` naming the first thing that does not follow the protocol)."""
     if not isinstance(answer, dict) or "result" not in answer:
         raise ValueError(f"the answer is {_show(answer)}, expected a dict with a 'result' list")
     results = answer["result"]
@@ -159,11 +191,11 @@ def parse_answer(answer: object, num_queries: int, top_k: int) -> list[list[Pass
     for i, hits in enumerate(results):
         if not isinstance(hits, list):
             raise ValueError(f"result[{i}] is {_show(hits)}, expected a list of documents")
-        passages.append([_passage(hit, f"result[{i}][{j}]") for j, hit in enumerate(hits[:top_k])])
+        passages.append([_passage(hit, f"result[{i}][{j}]", max_passage_chars) for j, hit in enumerate(hits[:top_k])])
     return passages
 
 
-def _passage(hit: object, where: str) -> Passage:
+def _passage(hit: object, where: str, max_chars: int = 0) -> Passage:
     """A hit is ``{"document": document, "score": s}`` or the bare document ``{"id": ..., "contents": str}``."""
     if not isinstance(hit, dict):
         raise ValueError(f"{where} is {_show(hit)}, expected a document (a dict with a string 'contents')")
@@ -178,5 +210,8 @@ def _passage(hit: object, where: str) -> Passage:
     doc_id = document.get("id", "")
     if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):
         raise ValueError(f"{where}['id'] is {_show(doc_id)}, expected a string or an integer")
-    title, _, text = contents.partition("\n")
-    return Passage(str(doc_id), title.strip().strip('"'), text.strip())
+    if max_chars and len(contents) > max_chars:
+        contents = contents[:max_chars]
+        log.warning("retrieval answer: %s is longer than max_passage_chars=%d and was cut", where, max_chars)
+    title, _, text = clean(contents, "retrieval answer", where).partition("\n")
+    return Passage(clean(str(doc_id), "retrieval answer", where), title.strip().strip('"'), text.strip())

@@ -22,6 +22,13 @@ from craft_pl.text_entry import clean, decode
 _STOP = frozenset(STOPWORDS_EN)
 _WORD = re.compile(r"[a-z0-9]+")
 _CACHE_LIMIT = 100_000
+MAX_CACHE_BYTES = 64 * 2**20
+"""Default bound of the ranking cache's memory (64 MiB)."""
+
+
+def entry_bytes(key: tuple[str, ...], value: tuple) -> int:
+    """What a cached ranking costs in memory, over-estimated: the key's tuple and strings, the value's pairs."""
+    return 64 + 8 * len(key) + sum(49 + len(token) for token in key) + 64 + 120 * len(value)
 
 
 def tokenize(text: str) -> tuple[str, ...]:
@@ -44,16 +51,20 @@ class BM25Retriever(Retriever):
     """BM25 (bm25s, Lucene defaults) over ``title + text`` of every passage; deterministic ties (corpus order).
 
     Rankings are cached per token sequence, so one retriever shared by all environments answers repeated queries
-    (sibling rollouts, the expert) at dictionary speed.
+    (sibling rollouts, the expert) at dictionary speed. The cache is bounded by its memory (``max_cache_bytes``): the
+    oldest entries go first, and a query too long to be worth caching (over 1/16 of the bound) is not cached.
     """
 
-    def __init__(self, passages: list[Passage]) -> None:
+    def __init__(self, passages: list[Passage], max_cache_bytes: int = MAX_CACHE_BYTES) -> None:
         if not passages:
             raise ValueError("BM25Retriever needs at least one passage")
         self.passages = list(passages)
         self._index = bm25s.BM25()
         self._index.index([list(tokenize(p.contents)) for p in self.passages], show_progress=False)
         self._cache: dict[tuple[str, ...], tuple[tuple[int, float], ...]] = {}
+        self.max_cache_bytes = int(max_cache_bytes)
+        self.cache_bytes = 0
+        """What the cached rankings cost (``entry_bytes`` summed); at most ``max_cache_bytes``."""
 
     def ranking(self, query: str, top_k: int) -> tuple[tuple[int, float], ...]:
         """``(passage index, score)`` of the best ``top_k`` passages with a positive score."""
@@ -69,10 +80,18 @@ class BM25Retriever(Retriever):
             positive = np.flatnonzero(scores > 0)
             order = positive[np.lexsort((positive, -scores[positive]))][:top_k]
             result = tuple((int(i), float(scores[i])) for i in order)
-        if len(self._cache) >= _CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[key] = result
+        self._remember(key, result)
         return result
+
+    def _remember(self, key: tuple[str, ...], result: tuple) -> None:
+        cost = entry_bytes(key, result)
+        if cost > self.max_cache_bytes // 16:
+            return
+        while self._cache and (self.cache_bytes + cost > self.max_cache_bytes or len(self._cache) >= _CACHE_LIMIT):
+            oldest = next(iter(self._cache))
+            self.cache_bytes -= entry_bytes(oldest, self._cache.pop(oldest))
+        self._cache[key] = result
+        self.cache_bytes += cost
 
     def retrieve(self, queries: list[str], top_k: int) -> list[list[Passage]]:
         return [[self.passages[i] for i, _ in self.ranking(q, top_k)] for q in queries]
@@ -80,6 +99,7 @@ class BM25Retriever(Retriever):
     def clear_cache(self) -> None:
         """Forget cached rankings (benchmarks time uncached search with it)."""
         self._cache.clear()
+        self.cache_bytes = 0
 
 
 def load_corpus(path: str | Path) -> list[Passage]:

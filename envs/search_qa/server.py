@@ -8,9 +8,12 @@
 Search-R1's server does; ``GET /health`` answers ``{"status": "ok", "passages": n}``.
 
 Every request is bounded: its body (``ServerLimits.max_body_bytes``, else 413), its queries (``max_queries``, else
-413) and ``topk`` (``max_topk``, else 400); a connection silent for ``read_timeout_s`` is dropped; any malformed
-body (bad ``Content-Length``, invalid or too deeply nested JSON, wrong fields) gets a 400 with the reason. Queries
-of a batch are ranked one at a time under the lock, so a large batch never holds off a small concurrent request.
+413) and ``topk`` (``max_topk``, else 400); a connection silent for ``read_timeout_s`` is dropped, and so is one
+whose request has not fully arrived ``request_timeout_s`` after it began (a sender of a byte every few seconds);
+at most ``max_connections`` connections are served at once (more get a 503 at once); the ranking cache holds at most
+``max_cache_bytes``; any malformed body (bad ``Content-Length``, invalid or too deeply nested JSON, wrong fields)
+gets a 400 with the reason. Queries of a batch are ranked one at a time under the lock, so a large batch never holds
+off a small concurrent request.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -38,9 +42,13 @@ class ServerLimits:
     max_queries: int = 256  # queries per request; more get a 413
     max_topk: int = 50  # largest ``topk``; larger ones get a 400
     read_timeout_s: float = 10.0  # a connection that sends nothing for this long is dropped
+    request_timeout_s: float = 30.0  # a request (line, headers, body) not fully arrived after this long is dropped
+    max_connections: int = 64  # connections served at once; more get a 503 at once
+    max_cache_bytes: int = 64 << 20  # memory of the ranking cache (oldest entries go first)
 
     def __post_init__(self) -> None:
-        if min(self.max_body_bytes, self.max_queries, self.max_topk) < 1 or not self.read_timeout_s > 0:
+        if (min(self.max_body_bytes, self.max_queries, self.max_topk, self.max_connections, self.max_cache_bytes) < 1
+                or not self.read_timeout_s > 0 or not self.request_timeout_s > 0):
             raise ValueError(f"ServerLimits: every limit must be positive, got {self}")
 
 
@@ -97,13 +105,93 @@ def _content_length(header: str | None, limit: int) -> int:
     return int(digits)
 
 
+_BUSY = json.dumps({"error": "the server is serving its maximum number of connections (max_connections); retry "
+                            "shortly"}).encode()
+
+
+class BoundedServer(ThreadingHTTPServer):
+    """``ThreadingHTTPServer`` with at most ``max_connections`` connections served at once (one thread each; the
+    next gets a 503 and is closed), and a reaper that closes a connection whose request is still arriving
+    ``request_timeout_s`` after it began."""
+
+    def __init__(self, address, handler, limits: ServerLimits) -> None:
+        self.limits = limits
+        self._slots = threading.BoundedSemaphore(limits.max_connections)
+        self._deadlines: dict[socket.socket, float] = {}
+        self._deadlines_lock = threading.Lock()
+        self._closed = threading.Event()
+        super().__init__(address, handler)
+        threading.Thread(target=self._reap, name="retrieval-server-reaper", daemon=True).start()
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            try:
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_BUSY), _BUSY))
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.watch(request, None)
+            self._slots.release()
+
+    def watch(self, connection: socket.socket, seconds: float | None) -> None:
+        """Close ``connection`` if it is still watched ``seconds`` from now (None: stop watching it)."""
+        with self._deadlines_lock:
+            if seconds is None:
+                self._deadlines.pop(connection, None)
+            else:
+                self._deadlines[connection] = time.monotonic() + seconds
+
+    def _reap(self) -> None:
+        while not self._closed.wait(min(0.25, self.limits.request_timeout_s / 4)):
+            now = time.monotonic()
+            with self._deadlines_lock:
+                late = [connection for connection, deadline in self._deadlines.items() if deadline <= now]
+                for connection in late:
+                    del self._deadlines[connection]
+            for connection in late:  # the handler's blocked read ends: it sees the connection closed
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def handle_error(self, request, client_address) -> None:
+        """A dropped connection is not worth a traceback on the server's console."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+    def server_close(self) -> None:
+        self._closed.set()
+        super().server_close()
+
+
 def make_server(retriever: BM25Retriever, host: str = "127.0.0.1", port: int = 8000,
                 limits: ServerLimits = ServerLimits()) -> ThreadingHTTPServer:
     """A server bound to ``(host, port)`` (port 0 = a free one; read it from ``server.server_address``)."""
     lock = threading.Lock()  # the ranking cache is a plain dict: one query is ranked at a time
+    retriever.max_cache_bytes = limits.max_cache_bytes
 
     class Handler(BaseHTTPRequestHandler):
         timeout = limits.read_timeout_s  # every read of the connection (request line, headers, body)
+
+        def handle_one_request(self) -> None:
+            """The whole request must arrive within ``request_timeout_s`` (each read within ``read_timeout_s``)."""
+            self.server.watch(self.connection, limits.request_timeout_s)
+            try:
+                super().handle_one_request()
+            finally:
+                self.server.watch(self.connection, None)
 
         def _send(self, code: int, payload: dict) -> None:
             body = json.dumps(payload).encode("utf-8")
@@ -162,7 +250,9 @@ def make_server(retriever: BM25Retriever, host: str = "127.0.0.1", port: int = 8
                 self._drain()
                 return
             try:
-                payload = answer(retriever, self._read_body(length), limits, lock)
+                request = self._read_body(length)
+                self.server.watch(self.connection, None)  # arrived: ranking time is not the sender's
+                payload = answer(retriever, request, limits, lock)
             except RequestError as error:
                 self._send(error.status, {"error": str(error)})
                 return
@@ -174,7 +264,7 @@ def make_server(retriever: BM25Retriever, host: str = "127.0.0.1", port: int = 8
         def log_message(self, format: str, *args) -> None:  # noqa: A002 - quiet by default
             pass
 
-    return ThreadingHTTPServer((host, port), Handler)
+    return BoundedServer((host, port), Handler, limits)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -195,8 +285,15 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"largest topk; larger get a 400 (default {defaults.max_topk})")
     parser.add_argument("--read-timeout-s", type=float, default=defaults.read_timeout_s,
                         help=f"drop a connection silent this long (default {defaults.read_timeout_s})")
+    parser.add_argument("--request-timeout-s", type=float, default=defaults.request_timeout_s,
+                        help=f"drop a request not fully arrived after this long (default {defaults.request_timeout_s})")
+    parser.add_argument("--max-connections", type=int, default=defaults.max_connections,
+                        help=f"connections served at once; more get a 503 (default {defaults.max_connections})")
+    parser.add_argument("--max-cache-bytes", type=int, default=defaults.max_cache_bytes,
+                        help=f"memory of the ranking cache (default {defaults.max_cache_bytes})")
     args = parser.parse_args(argv)
-    limits = ServerLimits(args.max_body_bytes, args.max_queries, args.max_topk, args.read_timeout_s)
+    limits = ServerLimits(args.max_body_bytes, args.max_queries, args.max_topk, args.read_timeout_s,
+                          args.request_timeout_s, args.max_connections, args.max_cache_bytes)
     if args.corpus:
         passages = load_corpus(args.corpus)
     else:
