@@ -67,6 +67,7 @@ def test_generated_games_cover_all_six_types_and_the_expert_wins_each(env):
         assert turns == len(task.payload.walkthrough) <= ENV_ARGS["max_plan_length"]
 
 
+@pytest.mark.slow
 def test_games_use_alfworld_layout_and_alfredtwenv_loads_and_plays_them(env, capsys):
     from alfworld.agents.environment.alfred_tw_env import AlfredTWEnv
 
