@@ -316,5 +316,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise corrupt(path, f"it cannot be read, it is truncated or damaged ({error_summary(error)})") from None
     if not isinstance(checkpoint, dict):
         raise corrupt(path, f"it holds a {type(checkpoint).__name__}, not a checkpoint dictionary")
-    verify_checkpoint(checkpoint, path)
+    try:
+        verify_checkpoint(checkpoint, path)
+    except RecursionError:  # craft_pl computes the digest with the same walk: it never writes such nesting
+        raise CheckpointError(f"checkpoint {path} was refused: its values nest deeper than its digest can be checked "
+                              "(not a checkpoint written by craft_pl); nothing in it ran") from None
     return checkpoint

@@ -40,7 +40,8 @@ def test_exported_policy_reproduces_its_logprobs_without_craft_pl(tmp_path):
     (ckpt,) = root.rglob("*.ckpt")
     out = tmp_path / "export"
     subprocess.run([sys.executable, "-m", "craft_pl", "export", f"--ckpt_path={ckpt}", f"--output_dir={out}",
-                    "--merged"], check=True, capture_output=True, text=True)
+                    "--merged", "--trust_config_classes"],  # the toy environment lives in tests/, outside craft_pl
+                   check=True, capture_output=True, text=True)
     assert set(json.loads((out / "export.json").read_text())["written"]) == {"adapter", "base", "merged"}
 
     policy = cli.model.policy.eval()

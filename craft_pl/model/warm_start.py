@@ -11,7 +11,8 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -127,6 +128,24 @@ def announce(line: str) -> None:
         print(line, flush=True)
 
 
+class WarmStartNotCached(ValueError):
+    """Under ``cache_only`` the warm start is not in the cache (or does not verify); the message names the file."""
+
+
+_cache_only: list[bool] = []
+
+
+@contextmanager
+def cache_only(recompute: bool = False):
+    """Inside, a warm start only loads from the cache: a missing one raises ``WarmStartNotCached`` (``export`` never
+    trains). With ``recompute`` it is computed, but never written (a stored configuration chooses no folder)."""
+    _cache_only.append(recompute)
+    try:
+        yield
+    finally:
+        _cache_only.pop()
+
+
 def warm_start_weights(model: torch.nn.Module, rows: list[tuple[list[int], list[int]]], settings: WarmStart,
                        key: str, pad_id: int, generator: torch.Generator) -> list[float]:
     """Behaviour-clone ``model`` in place on ``rows``, or load the cached result stored under ``key``; returns the
@@ -140,6 +159,13 @@ def warm_start_weights(model: torch.nn.Module, rows: list[tuple[list[int], list[
             model.eval()
             announce(f"warm start: loaded from cache {path}")
             return losses
+    if _cache_only and not _cache_only[-1]:
+        raise WarmStartNotCached(
+            f"the warm start this checkpoint's base needs is not in the cache ({path}), and export never trains: "
+            "export on the machine and install that trained it (the cache is keyed by torch version and CPU), or "
+            f"pass --recompute_warm_start to recompute it ({settings.steps} behaviour-cloning steps, not cached)")
+    if _cache_only:
+        settings = replace(settings, cache=False)
     announce(f"warm start: behaviour cloning on {len(rows)} rows for {settings.steps} steps"
              + (f" (cached afterwards in {path})" if settings.cache else " (not cached: warm_start.cache is false)"))
     started = time.perf_counter()
