@@ -49,6 +49,7 @@ RESUME_SAFE_KEYS = (
     "rollout_metrics",
     "credit_inspector",
     "data.env_step_timeout_s",
+    "data.env_workers",
     "data.env.init_args.retrieval_total_timeout_s",
 )
 """Keys that may differ between a checkpoint and the run resuming it: length, output and progress settings only."""

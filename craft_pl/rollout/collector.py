@@ -11,11 +11,20 @@ import torch
 from craft_pl.batch import INVALID_ACTION, PromptParts, Task, Trajectory, Turn, TurnRecord
 from craft_pl.envs.base import AgentEnv
 from craft_pl.rollout.engine import Generation, GenerationEngine, SamplingParams
+from craft_pl.rollout.env_process import ProcessEnv
 from craft_pl.rollout.prompts import encode_prompt_parts, teacher_prompt
 from craft_pl.rollout.watchdog import CallTimeout, Watchdog
 from craft_pl.text_entry import clean
 
 log = logging.getLogger(__name__)
+
+
+def _kill(env) -> bool:
+    """Kill ``env``'s worker process if it has one (``ProcessEnv``); whether it had one."""
+    if not isinstance(env, ProcessEnv):
+        return False
+    env.kill()
+    return True
 
 
 def clean_parts(parts: PromptParts) -> PromptParts:
@@ -62,13 +71,17 @@ class Collector:
         try:
             return self.watchdog.call(getattr(env, call), *args, on_abandon=env.close)
         except CallTimeout as timeout:
+            killed = _kill(env)  # a worker process is killed now, whatever it holds; a thread cannot be
             log.warning("environment %s timed out on %s after %g s (data.env_step_timeout_s); the episode ends as "
-                        "an environment error and a fresh environment replaces the hung one",
-                        call, task.task_id, timeout.timeout_s)
+                        "an environment error and a fresh environment replaces the hung one%s",
+                        call, task.task_id, timeout.timeout_s,
+                        " (its worker process was killed)" if killed else
+                        " (the hung call keeps its thread until it returns: data.env_workers=process kills it)")
             envs[index] = self.pool[index] = self.env_factory()
             raise
         except BaseException as error:
             if not isinstance(error, Exception):  # a stop (Ctrl-C, SIGTERM) left the call running: don't reuse it
+                _kill(env)
                 self.pool[index] = None
             raise
 
