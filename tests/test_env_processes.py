@@ -10,7 +10,6 @@ import torch
 
 from craft_pl.cli import main
 from craft_pl.datamodule import RolloutDataModule
-from craft_pl.envs.base import StepResult
 from craft_pl.rollout.collector import Collector
 from craft_pl.rollout.engine import SamplingParams
 from craft_pl.rollout.env_process import EnvironmentProcessDied, ProcessEnv, process_env_factory
