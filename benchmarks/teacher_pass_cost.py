@@ -36,8 +36,8 @@ def prompt_sharing(share: bool):
         return
     shared = policy_module.score_pairs
 
-    def unshared(model, prompt_ids, response_ids, pad_id, with_entropy=False, top_k=0):
-        return response_scores(model, pad_pairs(prompt_ids, response_ids, pad_id), with_entropy, top_k)
+    def unshared(model, prompt_ids, response_ids, pad_id, *options, **named):
+        return response_scores(model, pad_pairs(prompt_ids, response_ids, pad_id), *options, **named)
     policy_module.score_pairs = unshared
     try:
         yield

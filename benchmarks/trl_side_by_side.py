@@ -213,9 +213,9 @@ def apply_experiment(options: dict) -> None:
                                                batch.response_ids, batch.response_mask, with_entropy, top_k)
         logprobs.response_scores = full_logit_scores
     if options.get("before") or options.get("unshared_prompts"):  # one padded forward even where prompts repeat
-        def unshared_scores(model, prompt_ids, response_ids, pad_id, with_entropy=False, top_k=0):
-            return logprobs.response_scores(model, logprobs.pad_pairs(prompt_ids, response_ids, pad_id), with_entropy,
-                                            top_k)
+        def unshared_scores(model, prompt_ids, response_ids, pad_id, *options, **named):
+            return logprobs.response_scores(model, logprobs.pad_pairs(prompt_ids, response_ids, pad_id), *options,
+                                            **named)
         policy_module.score_pairs = unshared_scores
     if options.get("dynamic_cache"):  # the KV cache grows by concatenation (no preallocated buffers)
         kv_cache.is_plain = lambda cache: False
