@@ -205,12 +205,12 @@ def apply_experiment(options: dict) -> None:
     import craft_pl.rollout.kv_cache as kv_cache
 
     if options.get("before"):  # logits at every position, as response_scores computed them before
-        def full_logit_scores(model, batch, with_entropy=False, top_k=0):
+        def full_logit_scores(model, batch, with_entropy=False, top_k=0, *options):
             logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                            position_ids=batch.position_ids, use_cache=False).logits
             width = batch.response_ids.shape[1]
             return logprobs.scores_from_logits(logits[:, batch.prompt_width - 1 : batch.prompt_width - 1 + width],
-                                               batch.response_ids, batch.response_mask, with_entropy, top_k)
+                                               batch.response_ids, batch.response_mask, with_entropy, top_k, *options)
         logprobs.response_scores = full_logit_scores
     if options.get("before") or options.get("unshared_prompts"):  # one padded forward even where prompts repeat
         def unshared_scores(model, prompt_ids, response_ids, pad_id, *options, **named):
