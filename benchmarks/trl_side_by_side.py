@@ -15,7 +15,8 @@ checkpointing). craft_pl runs its real pieces (``Collector`` + ``HFEngine``, ``P
 on-policy step with one update). Every run is a fresh subprocess (its peak RSS is its own); rounds alternate the
 order of the runs; the first ``--warmup`` steps of a run are discarded. Each round also runs craft_pl as it was
 before the speed work (``before``: the decoding loop of that time, imported from git by ``benchmarks/before.py``, a
-separate old-log-prob pass, logits at every position, no shared prompts) so that before and after are measured side by side in one session.
+separate old-log-prob pass, logits at every position, no shared prompts) so that before and after are measured side
+by side in one session.
 ``--experiments`` times craft_pl variants (``EXPERIMENTS``) against its default, alternating.
 """
 
