@@ -108,13 +108,24 @@ def restore_rng_states(states: dict[str, Any]) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian))
 
 
+MAX_CONFIG_DEPTH = 64
+"""Deepest nesting of a run configuration that is compared (craft_pl's own are under 10 deep)."""
+
+
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts as ``{"a.b.c": leaf}``; lists and other values are leaves."""
-    if not isinstance(tree, dict):
-        return {prefix: tree}
+    """Nested dicts as ``{"a.b.c": leaf}``; lists and other values are leaves. Walks without recursion; nesting
+    deeper than ``MAX_CONFIG_DEPTH`` raises ``ValueError`` (a stored configuration is data from a file)."""
     flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    stack = [(prefix, tree, 0)]
+    while stack:
+        path, value, depth = stack.pop()
+        if not isinstance(value, dict):
+            flat[path] = value
+            continue
+        if depth >= MAX_CONFIG_DEPTH:
+            raise ValueError(f"the configuration nests deeper than {MAX_CONFIG_DEPTH} levels at {path[:80]}")
+        stack.extend((f"{path}.{key}" if path else str(key), child, depth + 1)
+                     for key, child in reversed(list(value.items())))
     return flat
 
 

@@ -19,7 +19,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from craft_pl.atomic import WriteError
 from craft_pl.callbacks import CreditInspector, EvaluationReport, InterruptCheckpoint
 from craft_pl.callbacks.interrupt_checkpoint import interrupts
-from craft_pl.checkpointing import CheckpointError, config_differences, load_checkpoint
+from craft_pl.checkpointing import CheckpointError, config_differences, flatten, load_checkpoint
 from craft_pl.datamodule import RolloutDataModule
 from craft_pl.distributed import explain_strategy_error
 from craft_pl.module import CraftModule, connect
@@ -100,7 +100,15 @@ class CraftCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
-            self.checkpoint_config = load_checkpoint(ckpt_path).get("craft_config")
+            config = load_checkpoint(ckpt_path).get("craft_config")
+            try:  # compared with this run's below: data from a file, checked before anything reads it
+                if config is not None and not isinstance(config, dict):
+                    raise ValueError(f"it is a {type(config).__name__}, not a mapping")
+                flatten(config or {})
+            except ValueError as error:
+                raise CheckpointError(f"checkpoint {ckpt_path} holds a malformed run configuration ({error}); it was "
+                                      "not written by `python -m craft_pl fit`") from None
+            self.checkpoint_config = config
 
     def _trainer_loads_weights_only(self) -> None:
         """The Trainer's own load of ``--ckpt_path`` uses ``weights_only=True`` too, whatever torch's default."""

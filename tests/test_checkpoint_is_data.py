@@ -148,3 +148,20 @@ def test_a_weight_of_the_wrong_shape_is_one_error_line(tmp_path, capsys, trained
     assert exit_info.value.code == 2
     (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert key in line and "(3, 5)" in line
+
+
+def test_resuming_from_a_checkpoint_with_a_5000_deep_config_is_one_error_line(tmp_path, capsys, monkeypatch):
+    """Guards: ``fit --ckpt_path`` compared a digest-less checkpoint's 5,000-deep configuration with a recursive walk:
+    a RecursionError traceback."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(60_000)
+    try:
+        ckpt = _save(tmp_path / "run.ckpt", {"state_dict": {"w": torch.ones(2)}, "craft_config": _deep(5000)}, False)
+    finally:
+        sys.setrecursionlimit(limit)
+    monkeypatch.setattr(craft_pl.model.Policy, "build", lambda *a, **k: pytest.fail("a model was built"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *TOY_ARGS, f"--trainer.default_root_dir={tmp_path / 'run'}", f"--ckpt_path={ckpt}"])
+    assert exit_info.value.code == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert f"checkpoint {ckpt} holds a malformed run configuration" in line and "nests deeper" in line
