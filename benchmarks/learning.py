@@ -45,6 +45,21 @@ def per_type(scalars: dict) -> dict:
     return result
 
 
+def signal(scalars: dict) -> dict:
+    """The collapse diagnostics (docs/signal.md): ``zero_std_groups`` and friends averaged over the first and the last
+    five RL steps (before any filtering), and the warm start's greedy success and pass@G."""
+    summary = {}
+    for name in ("zero_std_groups", "solve_all", "solve_none", "reward_std", "distinct_responses"):
+        values = [value for _, value in sorted(scalars.get(f"rollout/{name}", []))]
+        if values:
+            summary[f"{name}_start"] = round(sum(values[:5]) / len(values[:5]), 4)
+            summary[f"{name}_end"] = round(sum(values[-5:]) / len(values[-5:]), 4)
+    for tag, name in (("val/success_rate_greedy", "start_greedy"), ("val/pass_at_g", "start_pass_at_g")):
+        if scalars.get(tag):
+            summary[name] = sorted(scalars[tag])[0][1]
+    return summary
+
+
 def summarise(run_dir: Path) -> dict:
     scalars = read_scalars(run_dir)
     valid = sorted(scalars.get("val/valid_action_ratio", []))
@@ -60,6 +75,7 @@ def summarise(run_dir: Path) -> dict:
         "per_type": per_type(scalars),
         "train_success_first_last": [round(v, 4) for _, v in sorted(scalars.get("rollout/success_rate", []))[:: max(
             1, len(scalars.get("rollout/success_rate", [])) - 1)]],
+        **signal(scalars),
     }
 
 

@@ -204,3 +204,5 @@ class DataFacts:
     hint_is_reliable: Callable[[Task], bool] = lambda task: True
     """Whether a task's privileged hint is correct (``AgentEnv.hint_is_reliable``; the environment's
     ``hint_reliability`` makes the others mislead), for splitting the privileged evaluation."""
+    signal_at_start: Callable[[], dict[str, float]] | None = None
+    """Runs the validation panel's signal diagnostics now (greedy success, pass@G), or None when switched off."""

@@ -19,11 +19,12 @@ from torch.utils.data import DataLoader, IterableDataset
 from tqdm.auto import tqdm
 
 from craft_pl.batch import DataFacts, RolloutBatch, Task, Trajectory, TurnTexts
-from craft_pl.distributed import globalise_token_counts, rank_share
+from craft_pl.distributed import globalise_token_counts, rank_share, world
 from craft_pl.envs.base import AgentEnv
 from craft_pl.rollout.demonstrations import demonstrations
 from craft_pl.rollout.engine import GenerationEngine, HFEngine, SamplingParams
-from craft_pl.rollout.experience import ExperienceMaker
+from craft_pl.rollout.env_process import process_env_factory
+from craft_pl.rollout.experience import ExperienceMaker, Refill
 from craft_pl.seeding import NamedGenerators, derive_seed, run_seed
 
 if TYPE_CHECKING:
@@ -93,10 +94,14 @@ class RolloutDataModule(pl.LightningDataModule):
         val_temperature: float | None = None,
         val_batch_envs: PositiveInt = 128,
         val_privileged: bool = True,
+        val_signal: bool = True,
         panel_seed: int = 0,
         scoring_batch_size: PositiveInt = 64,
         engine: GenerationEngine | None = None,
         env_step_timeout_s: float = 60.0,
+        dynamic_sampling: bool = False,
+        max_gen_batches: PositiveInt = 4,
+        env_workers: str = "thread",
     ) -> None:
         """
         Args:
@@ -120,18 +125,32 @@ class RolloutDataModule(pl.LightningDataModule):
             val_batch_envs: Environments evaluated together in one batched rollout.
             val_privileged: Also evaluate the policy *with* privileged context (``val/success_rate_privileged``),
                 when the environment offers it: how much better the teacher's view is.
+            val_signal: Before RL, also measure the validation panel's greedy success (``val/success_rate_greedy``)
+                and pass@G at the rollout temperature (``val/pass_at_g``, G = ``group_size``): whether sampling
+                finds what greedy decoding misses, i.e. whether RL has anything to work with.
             panel_seed: Seed of the task panels (kept apart from the run seed so seeds share panels).
             scoring_batch_size: Rows per no-grad forward when scoring old and reference log-probs.
             engine: Generation engine (default ``HFEngine``).
             env_step_timeout_s: Most seconds one environment ``reset`` or ``step`` may take (0 = no limit); a call
                 that takes longer ends its episode as an environment error (``rollout/env_errors``) and its
                 environment instance is replaced.
+            dynamic_sampling: DAPO's dynamic sampling (verl's ``algorithm.filter_groups``): drop groups whose G episode
+                rewards are all equal (they give GRPO no gradient) and roll out further tasks until the step has
+                ``tasks_per_step`` informative groups (``rollout/gen_batches``). One process only.
+            max_gen_batches: Most rollouts of ``tasks_per_step`` tasks per RL step with dynamic sampling; at the cap
+                the step trains on what it drew, informative groups first, topped up to ``tasks_per_step``.
+            env_workers: ``thread`` (default): environments run in this process, a call over ``env_step_timeout_s``
+                is abandoned on its thread (one stuck in C code holding the GIL cannot be stopped); ``process``: each
+                environment runs in a worker process, killed and replaced when a call overruns (one pipe round trip
+                per call: ``craft_pl.rollout.env_process``).
         """
         super().__init__()
         if isinstance(env_step_timeout_s, bool) or not isinstance(env_step_timeout_s, (int, float)) \
                 or not env_step_timeout_s >= 0:
             raise ValueError(f"data.env_step_timeout_s={env_step_timeout_s!r} is invalid; use seconds >= 0 "
                              "(0 = no limit)")
+        if env_workers not in ("thread", "process"):
+            raise ValueError(f"data.env_workers={env_workers!r} is invalid; use 'thread' or 'process'")
         SamplingParams(temperature, top_p, max_new_tokens)
         if val_temperature is not None:
             SamplingParams(val_temperature, top_p, max_new_tokens)
@@ -155,11 +174,16 @@ class RolloutDataModule(pl.LightningDataModule):
         self.val_temperature = val_temperature
         self.val_batch_envs = val_batch_envs
         self.val_privileged = val_privileged
+        self.val_signal = val_signal
         self.panel_seed = panel_seed
         self.scoring_batch_size = scoring_batch_size
         self.engine = engine or HFEngine()
         self.env_step_timeout_s = env_step_timeout_s
-        self.experience = ExperienceMaker(env, history_length, self.engine, scoring_batch_size, env_step_timeout_s)
+        self.dynamic_sampling = dynamic_sampling
+        self.max_gen_batches = max_gen_batches
+        self.env_workers = env_workers
+        self.experience = ExperienceMaker(process_env_factory(env) if env_workers == "process" else env,
+                                          history_length, self.engine, scoring_batch_size, env_step_timeout_s)
         self.generators: NamedGenerators | None = None
         self.seed = 0
         self.policy = None
@@ -184,10 +208,14 @@ class RolloutDataModule(pl.LightningDataModule):
             demonstrations=self.demonstrations,
             evaluate=self.evaluate,
             hint_is_reliable=self.environment.hint_is_reliable,
+            signal_at_start=self.signal_at_start if self.val_signal else None,
         )
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
+        if self.dynamic_sampling and world()[1] > 1:
+            raise ValueError("data.dynamic_sampling works in one process only (each rank would decide its refills "
+                             "alone); set data.dynamic_sampling: false or train on one device")
         if self.generators is None:
             self.seed = run_seed()
             self.generators = NamedGenerators(self.seed)
@@ -237,9 +265,11 @@ class RolloutDataModule(pl.LightningDataModule):
                 bar.set_postfix(episodes=running)
                 bar.update()
 
+            refill = Refill(self._sample_tasks, self.max_gen_batches) if self.dynamic_sampling else None
             experience = self.experience.make(self.policy, tasks, self.group_size, sampling,
                                               self.generators.torch["rollout"], self.loss_recipe, self.environment,
-                                              progress=advance, one_update=self.mini_batches_per_step == 1)
+                                              progress=advance, one_update=self.mini_batches_per_step == 1,
+                                              refill=refill)
         self.step_texts = experience.texts
         mini_batches = self._mini_batches(experience.batch)
         mini_batches[0].step_stats = experience.stats
@@ -277,6 +307,25 @@ class RolloutDataModule(pl.LightningDataModule):
         """The validation panel's episodes now, outside Lightning's loop: [plain, privileged (empty if not run)]."""
         episodes = [[t for chunk in loader for t in chunk] for loader in self.val_dataloader()]
         return episodes + [[]] * (2 - len(episodes))
+
+    def signal_at_start(self) -> dict[str, float]:
+        """The validation panel's greedy success and pass@G (G sibling episodes per task at the rollout temperature,
+        won when any of them is), each with its own seeded generator, no privileged context."""
+        tasks = self.panel("val")
+        greedy = self._episodes(tasks, 1, SamplingParams(0.0, self.top_p, self.max_new_tokens), "greedy")
+        sampled = self._episodes(tasks, self.group_size, SamplingParams(self.temperature, self.top_p,
+                                                                        self.max_new_tokens), "pass_at_g")
+        solved: dict[str, bool] = {}
+        for trajectory in sampled:
+            solved[trajectory.task.task_id] = solved.get(trajectory.task.task_id, False) or trajectory.won
+        return {"val/success_rate_greedy": sum(t.won for t in greedy) / max(1, len(greedy)),
+                "val/pass_at_g": sum(solved.values()) / max(1, len(solved))}
+
+    def _episodes(self, tasks: list[Task], samples: int, sampling: SamplingParams, purpose: str) -> list[Trajectory]:
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, f"evaluation/{purpose}"))
+        chunk = max(1, self.val_batch_envs // samples)
+        return [t for start in range(0, len(tasks), chunk) for t in self.experience.collector.run(
+            tasks[start: start + chunk], samples, self.policy, self.engine, sampling, generator)]
 
     def test_dataloader(self) -> DataLoader:
         return DataLoader(EvaluationRollouts(self, self.panel("test"), self.test_samples_per_task), batch_size=None,

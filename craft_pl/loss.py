@@ -68,6 +68,11 @@ class LossRecipe:
         """Competing logits per token the training forward must return (0 = none)."""
         return max((pillar.logits_top_k for pillar in self.active_pillars), default=0)
 
+    @property
+    def needs_full_distribution(self) -> bool:
+        """The teacher's scoring and the training forward return whole next-token distributions."""
+        return any(pillar.needs_full_distribution for pillar in self.active_pillars)
+
     def check_data(self, facts: DataFacts) -> None:
         """Raise ``ValueError`` naming the fix when the data settings cannot serve this recipe (before any model
         loads); pillars warn about settings that leave them nothing to do."""
@@ -96,11 +101,12 @@ class LossRecipe:
     def loss(self, batch: RolloutBatch, logp: torch.Tensor, entropy: torch.Tensor,
              logits=None) -> MiniBatchLoss:
         """Steps 3-5 on a mini-batch, given the current ``logp`` and ``entropy`` ``[rows, tokens]`` (entropy is
-        detached here unless the objective trains it) and, when a pillar asked for them, the competing ``logits``."""
+        detached here unless the objective trains it) and, when a pillar asked for them, the forward's other scores
+        (``ResponseScores``: competing logits, whole distributions)."""
         if not self.objective.entropy_coef:
             entropy = entropy.detach()  # logged, not trained
         terms = self.objective.terms(batch, logp, entropy)
-        if self.logits_top_k:
+        if self.logits_top_k or self.needs_full_distribution:
             terms.logits = logits
         for pillar in self.active_pillars:
             terms = pillar.transform(terms, batch)

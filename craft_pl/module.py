@@ -151,7 +151,8 @@ class CraftModule(pl.LightningModule):
             micro.num_tokens = batch.num_tokens
             scores, _ = self.policy.token_scores(micro.prompt_ids, micro.response_ids, "policy", with_entropy=True,
                                                  top_k=self.loss_recipe.logits_top_k,
-                                                 width=micro.response_mask.shape[1])
+                                                 width=micro.response_mask.shape[1],
+                                                 full_distribution=self.loss_recipe.needs_full_distribution)
             if micro.old_logp is None:
                 micro.old_logp = scores.logp.detach()
             result = self.loss_recipe.loss(micro, scores.logp, scores.entropy, logits=scores)
@@ -259,6 +260,8 @@ class CraftModule(pl.LightningModule):
         if self.validate_at_start and self.global_step == 0:
             self._evaluation = self.data_facts.evaluate()
             stats = self._evaluation_stats("val")
+            if self.data_facts.signal_at_start is not None:
+                stats.update(self.data_facts.signal_at_start())
             self.print("validation before RL: " + ", ".join(f"{k} {v:.3f}" for k, v in stats.items() if k.count("/") == 1))
             self.log_metrics({**stats, "val/rl_step": 0.0}, "rl_step")
 

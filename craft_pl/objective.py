@@ -27,17 +27,20 @@ K3_CLAMP = 10.0
 
 
 def dual_clip_pg_loss(
-    logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, clip_ratio: float, dual_clip: float
+    logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, clip_ratio: float, dual_clip: float,
+    clip_ratio_high: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token dual-clip PPO loss and a clipped-token indicator.
 
     logp, old_logp, advantages: ``[rows, tokens]``.
-    ratio = exp(clamp(logp - old_logp, -20, 20)); l = max(-A ratio, -A clip(ratio, 1-eps, 1+eps));
-    for A < 0: l = min(l, -A c). Returns ``(loss [rows, tokens], clipped [rows, tokens] bool)``.
+    ratio = exp(clamp(logp - old_logp, -20, 20)); l = max(-A ratio, -A clip(ratio, 1-eps_low, 1+eps_high));
+    for A < 0: l = min(l, -A c). eps_low = ``clip_ratio``; eps_high = ``clip_ratio_high`` (DAPO's clip-higher), or
+    ``clip_ratio`` when None. Returns ``(loss [rows, tokens], clipped [rows, tokens] bool)``.
     """
+    upper = clip_ratio if clip_ratio_high is None else clip_ratio_high
     ratio = torch.exp(torch.clamp(logp - old_logp, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
     unclipped = -advantages * ratio
-    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_ratio, 1.0 + clip_ratio)
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_ratio, 1.0 + upper)
     loss = torch.maximum(unclipped, clipped)
     lower_bound = -advantages * dual_clip
     loss = torch.where(advantages < 0, torch.minimum(loss, lower_bound), loss)
@@ -103,6 +106,7 @@ class Objective:
         self,
         pg_coef: float = 1.0,
         clip_ratio: float = 0.2,
+        clip_ratio_high: float | None = None,
         dual_clip: float = 3.0,
         entropy_coef: float = 0.001,
         kl_coef: float = 0.01,
@@ -113,7 +117,9 @@ class Objective:
         """
         Args:
             pg_coef: Weight of the policy-gradient term (0 turns it off, as OPSD does).
-            clip_ratio: PPO ratio clip epsilon.
+            clip_ratio: PPO ratio clip epsilon (the lower bound 1 - eps; also the upper one unless clip_ratio_high).
+            clip_ratio_high: DAPO's clip-higher: the upper bound 1 + eps_high, so that rare tokens with a positive
+                advantage can grow further (DAPO: 0.28 with clip_ratio 0.2); null = clip_ratio.
             dual_clip: Dual-clip constant c (applies to negative advantages); must be > 1.
             entropy_coef: Weight of the entropy bonus (subtracted from the loss).
             kl_coef: Weight of the k3 KL to the reference policy (0 removes the term and the reference pass).
@@ -128,6 +134,9 @@ class Objective:
                 raise ValueError(f"objective.{name} must be >= 0, got {value}")
         if not 0 < clip_ratio < 1:
             raise ValueError(f"objective.clip_ratio must be in (0, 1), got {clip_ratio}")
+        if clip_ratio_high is not None and not 0 < clip_ratio_high < 10:
+            raise ValueError(f"objective.clip_ratio_high must be in (0, 10) or null (= clip_ratio; DAPO uses 0.28), "
+                             f"got {clip_ratio_high}")
         if dual_clip <= 1:
             raise ValueError(f"objective.dual_clip must be > 1, got {dual_clip}")
         if advantage is not None and not isinstance(advantage, AdvantageEstimator):
@@ -135,6 +144,7 @@ class Objective:
                              f"craft_pl.advantages.GRPOAdvantage or GiGPOAdvantage), got {advantage!r}")
         self.pg_coef = pg_coef
         self.clip_ratio = clip_ratio
+        self.clip_ratio_high = clip_ratio_high
         self.dual_clip = dual_clip
         self.entropy_coef = entropy_coef
         self.kl_coef = kl_coef
@@ -163,7 +173,8 @@ class Objective:
         device = logp.device
         mask = batch.response_mask.to(device)
         advantages = batch.advantages.to(device)[:, None].expand_as(logp)
-        pg, clipped = dual_clip_pg_loss(logp, batch.old_logp.to(device), advantages, self.clip_ratio, self.dual_clip)
+        pg, clipped = dual_clip_pg_loss(logp, batch.old_logp.to(device), advantages, self.clip_ratio, self.dual_clip,
+                                        self.clip_ratio_high)
         terms = LossTerms(
             mask=mask,
             num_tokens=batch.num_tokens if batch.num_tokens is not None else int(mask.sum()),

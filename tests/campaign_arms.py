@@ -23,6 +23,12 @@ IGNORED_TOP_LEVEL = ("config", "evaluation_report")
 REMOVED_LEGACY_KNOBS = (("model", "policy", "init_args", "share_prompt_scoring"),
                         ("data", "engine", "init_args", "share_prefill"))
 """Knobs that only selected kept-for-comparison code paths; at their default (True) they change nothing."""
+SAME_AS_BEFORE = ((("model", "objective", "init_args", "clip_ratio_high"), (None,)),
+                  (("data", "dynamic_sampling"), (False,)),
+                  (("data", "val_signal"), (True, False)),  # diagnostics before RL: logged, never trained on
+                  (("data", "env_workers"), ("thread",)),
+                  (("data", "env", "init_args", "option_rule"), ("v2",)))
+"""Knobs added later, at the values that reproduce what the arm ran with before them."""
 
 
 def _old_objective_layout(objective: dict) -> dict:
@@ -61,17 +67,28 @@ def _old_pillar_layout(pillars: list[dict] | None) -> list[dict] | None:
     return sorted(kept, key=lambda p: p["class_path"])
 
 
-def reduce(config: dict) -> dict:
-    """The parts of a resolved configuration that decide a run, in the old names."""
+def _pop(config: dict, path: tuple[str, ...], values: tuple) -> None:
+    node = config
+    for parent in path[:-1]:
+        node = node.get(parent) if isinstance(node, dict) else None
+    if isinstance(node, dict) and path[-1] in node and node[path[-1]] in values:
+        node.pop(path[-1])
+
+
+def reduce(config: dict, moved_to_master: bool = False) -> dict:
+    """The parts of a resolved configuration that decide a run, in the old names. ``moved_to_master``: the arm was
+    moved on purpose to WebShop master's option rule (the one difference allowed)."""
     config = copy.deepcopy(config)
     for key in IGNORED_TOP_LEVEL:
         config.pop(key, None)
-    for *parents, knob in REMOVED_LEGACY_KNOBS:
-        node = config
-        for parent in parents:
-            node = node.get(parent) if isinstance(node, dict) else None
-        if isinstance(node, dict) and node.get(knob) is True:
-            node.pop(knob)
+    for path in REMOVED_LEGACY_KNOBS:
+        _pop(config, path, (True,))
+    for path, values in SAME_AS_BEFORE:
+        _pop(config, path, values)
+    if moved_to_master:
+        _pop(config, ("data", "env", "init_args", "option_rule"), ("master",))
+    if not config.get("data", {}).get("dynamic_sampling", False):
+        config.get("data", {}).pop("max_gen_batches", None)
     model = config["model"]
     if model.get("objective") is not None:
         model["objective"] = _old_objective_layout(model["objective"])
@@ -79,8 +96,8 @@ def reduce(config: dict) -> dict:
     return config
 
 
-def digest(config: dict) -> str:
-    return hashlib.sha256(json.dumps(reduce(config), sort_keys=True).encode()).hexdigest()
+def digest(config: dict, moved_to_master: bool = False) -> str:
+    return hashlib.sha256(json.dumps(reduce(config, moved_to_master), sort_keys=True).encode()).hexdigest()
 
 
 def resolve_arms(main) -> dict[str, dict]:

@@ -43,6 +43,25 @@ def test_dual_clip_surrogate_cases():
     assert clipped[0].tolist() == [True, False, False, False, True]
 
 
+def test_clip_higher_raises_only_the_upper_bound():
+    logp = torch.log(torch.tensor([[1.5, 1.25, 0.5, 0.7, 5.0]]))
+    old = torch.zeros(1, 5)
+    adv = torch.tensor([[1.0, 1.0, -1.0, 1.0, -1.0]])
+    loss, clipped = dual_clip_pg_loss(logp, old, adv, 0.2, 3.0, clip_ratio_high=0.28)
+    # ratio 1.5, A=1: max(-1.5, -1.28) = -1.28 (clipped at 1 + 0.28, not 1.2)
+    # ratio 1.25, A=1: inside [0.8, 1.28]: -1.25, not clipped (with 0.2 it would be -1.2, clipped)
+    # ratio 0.5, A=-1: max(0.5, 0.8) = 0.8: the lower bound stays 1 - 0.2
+    # ratio 0.7, A=1: max(-0.7, -0.8) = -0.7
+    # ratio 5.0, A=-1: max(5, 1.28) = 5; dual bound 3 -> 3
+    assert loss[0].tolist() == pytest.approx([-1.28, -1.25, 0.8, -0.7, 3.0], rel=1e-6)
+    assert clipped[0].tolist() == [True, False, True, False, False]
+    symmetric, _ = dual_clip_pg_loss(logp, old, adv, 0.2, 3.0)
+    same, _ = dual_clip_pg_loss(logp, old, adv, 0.2, 3.0, clip_ratio_high=None)
+    assert torch.equal(symmetric.view(torch.int32), same.view(torch.int32))  # None: bit for bit the old surrogate
+    with pytest.raises(ValueError, match="clip_ratio_high"):
+        Objective(clip_ratio_high=-0.1)
+
+
 def test_log_ratio_is_clamped_before_exp():
     loss, _ = dual_clip_pg_loss(torch.tensor([[100.0]]), torch.tensor([[0.0]]), torch.tensor([[1.0]]), 0.2, 3.0)
     assert torch.isfinite(loss).all() and loss.item() == pytest.approx(-1.2)

@@ -15,11 +15,12 @@ from craft_pl.objective import Objective, k3_kl
 from craft_pl.pillars.controller import AsymmetricController
 from craft_pl.pillars.cringe import AdaptiveCringe
 from craft_pl.pillars.cti import CounterfactualTokenImportance
+from craft_pl.pillars.logit_distill import LogitDistillation
 from craft_pl.pillars.polar_kl import PolarisedKL, forward_kl_surrogate
 from craft_pl.rollout.engine import HFEngine, SamplingParams
 from tests.toy_env import PickWordEnv
 
-NAMES = ("cti", "controller", "polar_kl", "cringe")
+NAMES = ("cti", "controller", "polar_kl", "cringe", "logit_distill")
 
 
 def make(name, enabled=True):
@@ -31,6 +32,8 @@ def make(name, enabled=True):
         return controller
     if name == "cringe":
         return AdaptiveCringe(enabled=enabled, top_k=2)
+    if name == "logit_distill":
+        return LogitDistillation(enabled=enabled)
     return PolarisedKL(enabled=enabled)
 
 
@@ -55,7 +58,7 @@ def scored(request):
         trajectory.episode_reward = reward  # a mix of outcomes in every group
     batch, texts = rows_from_trajectories(trajectories, 0.1)
     score_logprobs(policy, batch, True, 64)
-    score_teacher(policy, batch, with_privileged_contexts(texts, tasks, env), 24, 64)
+    score_teacher(policy, batch, with_privileged_contexts(texts, tasks, env), 24, 64, full_distribution=True)
     batch.num_tokens = int(batch.response_mask.sum())
     return policy, batch
 
@@ -69,7 +72,8 @@ def one_update(scored, pillars):
     recipe.prepare(batch)
     optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=1e-2)
     scores, _ = policy.token_scores(batch.prompt_ids, batch.response_ids, with_entropy=True,
-                                    top_k=recipe.logits_top_k, width=batch.response_mask.shape[1])
+                                    top_k=recipe.logits_top_k, width=batch.response_mask.shape[1],
+                                    full_distribution=recipe.needs_full_distribution)
     loss = recipe.loss(batch, scores.logp, scores.entropy, logits=scores).loss
     loss.backward()
     grads = [p.grad.clone() for p in policy.trainable_parameters()]

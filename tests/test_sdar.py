@@ -91,7 +91,7 @@ def test_bad_teacher_settings_fail(kwargs):
         Policy(**kwargs)
 
 
-def test_teacher_prompt_is_privileged_text_then_student_prompt_with_the_same_response_ids(tiny_policy):
+def test_teacher_prompt_is_privileged_text_then_student_prompt_with_the_same_response_ids(tiny_policy, monkeypatch):
     from tests.test_collector import _run
     from tests.toy_env import PickWordEnv
 
@@ -100,13 +100,13 @@ def test_teacher_prompt_is_privileged_text_then_student_prompt_with_the_same_res
                            group=2)
     batch, texts = rows_from_trajectories(trajectories, 0.1)
     captured = {}
-    original = tiny_policy.token_logprobs
+    original = tiny_policy.token_scores
 
     def spy(prompts, responses, which="policy", **kwargs):
         captured.update(prompts=prompts, responses=responses, which=which)
         return original(prompts, responses, which, **kwargs)
 
-    tiny_policy.token_logprobs = spy
+    monkeypatch.setattr(tiny_policy, "token_scores", spy)
     stats = score_teacher(tiny_policy, batch, with_privileged_contexts(texts, [task], PickWordEnv()), 24, 64)
     hint = PickWordEnv().privileged_context(task)
     for teacher_ids, student_ids, response in zip(captured["prompts"], batch.prompt_ids, captured["responses"]):

@@ -1,7 +1,9 @@
 """WebShop reward fidelity: thefuzz's integer rounding, WebShop's colour normalisation, option loop and type reward.
 
 Every expected value below is worked out by hand from WebShop's ``web_agent_site/engine/goal.py`` and
-``normalize.py`` (and thefuzz's ``fuzz.py``/``utils.py``); the comments show the arithmetic.
+``normalize.py`` (and thefuzz's ``fuzz.py``/``utils.py``); the comments show the arithmetic. The option count
+follows WebShop's master by default (``goal_option_matches``); ``option_matches`` is the unmerged v2 branch's rule
+(``option_rule="v2"``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from craft_pl.envs.webshop.reward import (
     category_parts,
     fuzzy,
     get_reward,
+    goal_option_matches,
     normalize_color,
+    normalize_goal_option,
     option_matches,
     thefuzz_round,
     title_score,
@@ -133,15 +137,64 @@ def test_unmatched_option_found_in_product_text_counts():
     assert option_matches({"size": "small"}, ["medium"], p) == 0
 
 
-def test_extra_purchased_option_can_push_reward_above_one():
+def test_v2_extra_purchased_option_can_push_reward_above_one_and_master_cannot():
     p = product(attributes=("non slip",), description="large capacity")
     g = goal(attributes=("non slip",), goal_options=(("color", "black"),))
-    exact = get_reward(p, g, 35.0, {"color": "black"})
-    assert (exact.attribute_matches, exact.option_matches, exact.r_price) == (1, 1, True)
-    assert exact.total == 1.0 and exact.won
-    # the size was not asked for, but "large" is in the description: (1 + 2 + 1) / (1 + 1 + 1) = 4 / 3, not a win
-    extra = get_reward(p, g, 35.0, {"color": "black", "size": "large"})
+    for rule in ("master", "v2"):
+        exact = get_reward(p, g, 35.0, {"color": "black"}, rule)
+        assert (exact.attribute_matches, exact.option_matches, exact.r_price) == (1, 1, True)
+        assert exact.total == 1.0 and exact.won
+    # v2: the size was not asked for, but "large" is in the description: (1 + 2 + 1) / (1 + 1 + 1) = 4 / 3, no win
+    extra = get_reward(p, g, 35.0, {"color": "black", "size": "large"}, "v2")
     assert extra.option_matches == 2 and extra.total == pytest.approx(4 / 3) and not extra.won
+    # master counts per goal option: the one goal option is matched once: (1 + 1 + 1) / 3 = 1, a win
+    extra = get_reward(p, g, 35.0, {"color": "black", "size": "large"})
+    assert extra.option_matches == 1 and extra.total == 1.0 and extra.won
+
+
+# -------------------------------------------------------------------------------- WebShop master's option rule
+def test_master_normalises_a_goal_pair_only_by_an_equal_colour():
+    # normalize_color(("color", "blue")): "blue" in ("color", "blue") is tuple membership (equality) -> "blue"
+    assert normalize_goal_option(("color", "blue")) == "blue"
+    # "navy blue" equals no colour: the pair stays a pair (v2 would normalise the value to "blue")
+    assert normalize_goal_option(("color", "navy blue")) == ("color", "navy blue")
+    assert normalize_goal_option("navy blue") == "blue"  # a bare value: substring rule, as purchased values
+
+
+def test_master_counts_each_goal_option_once_whatever_matches_it():
+    # the pair's str "('color', 'navy blue')" -> tokens {color, navy, blue}; purchased "navy blue" -> "blue":
+    # tokens {blue} lie inside them, token_set_ratio 100 > 85
+    assert goal_option_matches(["navy blue"], [("color", "navy blue")]) == 1
+    # one purchased value matches two goal options: master counts 2 (v2, looping over purchases, counts 1)
+    assert goal_option_matches(["black"], [("color", "black"), ("pattern", "black")]) == 2
+    assert option_matches({"color": "black"}, ["black", "black"]) == 1
+    # "x-large" vs "('size', 'large')": tokens {x, large} vs {size, large}: ratio("large", "large x") = 10/12 -> 83
+    assert goal_option_matches(["x-large"], [("size", "large")]) == 0
+    # no exact rule for sizes under master: "Large" vs "('size', 'large')" lower-cases to a subset -> 100
+    assert goal_option_matches(["Large"], [("size", "large")]) == 1
+    assert option_matches({"size": "Large"}, ["large"]) == 0  # v2: exact, case-sensitive
+    # a value matched by the option's *name*: "size" lies in {size, large}
+    assert goal_option_matches(["size"], [("size", "large")]) == 1
+    assert goal_option_matches([], [("color", "black")]) == 0
+
+
+def test_master_cannot_match_a_value_that_normalises_to_a_colour_inside_a_word():
+    # purchased "standard" -> "tan" (a substring); the goal pair ("style", "standard") equals no colour and stays a
+    # pair: tokens {tan} vs {style, standard} share nothing, so buying exactly what the goal asks does not match
+    assert goal_option_matches(["standard"], [("style", "standard")]) == 0
+    assert option_matches({"style": "standard"}, [("style", "standard")]) == 1  # v2 normalises both sides
+
+
+def test_master_never_looks_in_the_product_text():
+    p = product(title="Zola water resistant watch", description="Large capacity; fits a phone.")
+    g = goal(goal_options=(("size", "small"),))
+    # v2: "large" misses the exact size match but is in the description -> 1 option; master: 0
+    assert get_reward(p, g, 35.0, {"size": "large"}, "v2").option_matches == 1
+    r = get_reward(p, g, 35.0, {"size": "large"})
+    # (0 attributes + 0 options + 1 price) / (0 + 1 + 1) = 1/2, r_type 1
+    assert r.option_matches == 0 and r.total == pytest.approx(1 / 2) and not r.won
+    with pytest.raises(ValueError, match="option_rule"):
+        get_reward(p, g, 35.0, {}, "v3")
 
 
 # ----------------------------------------------------------------------------------------------- type reward

@@ -68,9 +68,12 @@ class ResponseScores:
     top_logits: torch.Tensor | None = None
     """The ``k`` largest logits at each position, sampled token excluded (set to -inf before the top-k)."""
     top_ids: torch.Tensor | None = None
+    log_probs: torch.Tensor | None = None
+    """The whole next-token distribution ``[rows, R, vocab]`` (log-probs; 0 at padded positions), when asked."""
 
 
-def response_scores(model: torch.nn.Module, batch: PairBatch, with_entropy: bool = False, top_k: int = 0) -> ResponseScores:
+def response_scores(model: torch.nn.Module, batch: PairBatch, with_entropy: bool = False, top_k: int = 0,
+                    full: bool = False) -> ResponseScores:
     """Log-prob of each response token and, optionally, the entropy and the top-k competing logits.
 
     The LM head runs only at the ``R + 1`` last positions (``logits_to_keep``), never at the prompt's."""
@@ -84,12 +87,13 @@ def response_scores(model: torch.nn.Module, batch: PairBatch, with_entropy: bool
         logits_to_keep=width + 1,
     )
     return scores_from_logits(outputs.logits[:, -width - 1 : -1], batch.response_ids.to(device),
-                              batch.response_mask.to(device), with_entropy, top_k)
+                              batch.response_mask.to(device), with_entropy, top_k, full)
 
 
 def scores_from_logits(logits: torch.Tensor, response_ids: torch.Tensor, mask: torch.Tensor, with_entropy: bool,
-                       top_k: int) -> ResponseScores:
-    """``ResponseScores`` from the logits ``[rows, R, vocab]`` that predict ``response_ids [rows, R]``."""
+                       top_k: int, full: bool = False) -> ResponseScores:
+    """``ResponseScores`` from the logits ``[rows, R, vocab]`` that predict ``response_ids [rows, R]`` (with the
+    whole log-softmax when ``full``)."""
     logits = logits.float()
     log_probs = F.log_softmax(logits, dim=-1)
     token_logp = log_probs.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
@@ -104,11 +108,14 @@ def scores_from_logits(logits: torch.Tensor, response_ids: torch.Tensor, mask: t
         top_logits, top_ids = others.topk(top_k, dim=-1)
         scores.top_logits = torch.where(mask.unsqueeze(-1), top_logits, torch.zeros_like(top_logits))
         scores.top_ids = torch.where(mask.unsqueeze(-1), top_ids, torch.zeros_like(top_ids))
+    if full:
+        scores.log_probs = torch.where(mask.unsqueeze(-1), log_probs, torch.zeros_like(log_probs))
     return scores
 
 
 def shared_prompt_scores(model: torch.nn.Module, prompt_ids: list[list[int]], response_ids: list[list[int]],
-                         pad_id: int, with_entropy: bool = False, top_k: int = 0) -> ResponseScores | None:
+                         pad_id: int, with_entropy: bool = False, top_k: int = 0,
+                         full: bool = False) -> ResponseScores | None:
     """``response_scores`` with each distinct prompt run once: its KV cache is indexed to the rows that share it
     (G siblings share their prompt) and the responses run after it. The same computation up to float rounding;
     None when the model keeps no cache here (activation checkpointing while training), for the caller to fall back.
@@ -146,18 +153,18 @@ def shared_prompt_scores(model: torch.nn.Module, prompt_ids: list[list[int]], re
             cache=cache, use_cache=True,
         )
         logits = torch.cat([logits, follow.logits], dim=1)
-    return scores_from_logits(logits, responses, response_mask, with_entropy, top_k)
+    return scores_from_logits(logits, responses, response_mask, with_entropy, top_k, full)
 
 
 def score_pairs(model: torch.nn.Module, prompt_ids: list[list[int]], response_ids: list[list[int]], pad_id: int,
-                with_entropy: bool = False, top_k: int = 0) -> ResponseScores:
+                with_entropy: bool = False, top_k: int = 0, full: bool = False) -> ResponseScores:
     """Scores of (prompt, response) pairs: through ``shared_prompt_scores`` when a prompt repeats (and the layers
     keep a cache), else one padded forward (``response_scores``)."""
     if len({tuple(p) for p in prompt_ids}) < len(prompt_ids) and not _checkpointing(model):
-        scores = shared_prompt_scores(model, prompt_ids, response_ids, pad_id, with_entropy, top_k)
+        scores = shared_prompt_scores(model, prompt_ids, response_ids, pad_id, with_entropy, top_k, full)
         if scores is not None:
             return scores
-    return response_scores(model, pad_pairs(prompt_ids, response_ids, pad_id), with_entropy, top_k)
+    return response_scores(model, pad_pairs(prompt_ids, response_ids, pad_id), with_entropy, top_k, full)
 
 
 def _checkpointing(model: torch.nn.Module) -> bool:

@@ -312,8 +312,10 @@ class Policy(torch.nn.Module):
         top_k: int = 0,
         micro_batch_size: int | None = None,
         width: int | None = None,
+        full_distribution: bool = False,
     ) -> tuple[ResponseScores, torch.Tensor]:
-        """Like ``token_logprobs`` with everything ``response_scores`` gives (top-k competing logits when asked)."""
+        """Like ``token_logprobs`` with everything ``response_scores`` gives (top-k competing logits, or the whole
+        next-token distribution ``log_probs [rows, R, vocab]``, when asked)."""
         rows = len(prompt_ids)
         size = micro_batch_size or rows
         longest = max(1, max(len(r) for r in response_ids))
@@ -333,7 +335,7 @@ class Policy(torch.nn.Module):
             for start in range(0, rows, size):
                 chunk = order[start : start + size] if order else range(start, min(rows, start + size))
                 chunks.append(score_pairs(module, [prompt_ids[r] for r in chunk], [response_ids[r] for r in chunk],
-                                          self.tokenizer.pad_token_id, with_entropy, top_k))
+                                          self.tokenizer.pad_token_id, with_entropy, top_k, full_distribution))
 
         def joined(name: str) -> torch.Tensor | None:
             parts = [getattr(chunk, name) for chunk in chunks]
@@ -344,7 +346,7 @@ class Policy(torch.nn.Module):
             return joined if restore is None else joined.index_select(0, restore.to(joined.device))
 
         scores = ResponseScores(**{name: joined(name) for name in
-                                   ("logp", "entropy", "sampled_logit", "top_logits", "top_ids")})
+                                   ("logp", "entropy", "sampled_logit", "top_logits", "top_ids", "log_probs")})
         mask = torch.zeros(rows, width, dtype=torch.bool)
         for row, response in enumerate(response_ids):
             mask[row, : len(response)] = True

@@ -41,6 +41,12 @@ class CreditPillar:
         """How many competing logits per token the training forward must return (0 = none)."""
         return 0
 
+    @property
+    def needs_full_distribution(self) -> bool:
+        """Whether the teacher's scoring and the training forward must return the whole next-token distribution
+        (``ResponseScores.log_probs``; the teacher's lands in ``batch.extras["teacher_log_probs"]``)."""
+        return False
+
     def __init__(self, enabled: bool = True) -> None:
         """
         Args:

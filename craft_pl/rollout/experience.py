@@ -2,7 +2,10 @@
 
 Read top to bottom, ``ExperienceMaker.make`` is one RL step's data side:
 
-1. **rollout**: G sibling episodes per task with the current policy (``timing/rollout_s``);
+1. **rollout**: G sibling episodes per task with the current policy (``timing/rollout_s``); with dynamic sampling
+   (DAPO), groups whose G episode rewards are all equal are dropped and further tasks rolled out until the step has
+   as many informative groups as tasks, or ``max_gen_batches`` rollouts were made (then the step trains on what it
+   drew, informative groups first, topped up to the task count);
 2. **rows**: one row per (trajectory, turn), with its reward, anchor state and text side record;
 3. **scoring**: old log-probs (rollout-time weights) and, when the objective has a KL term, reference log-probs
    (``timing/scoring_s``);
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
@@ -30,9 +33,18 @@ from craft_pl.evaluation import EpisodeMetrics
 from craft_pl.rollout.collector import Collector
 from craft_pl.rollout.engine import GenerationEngine, SamplingParams
 from craft_pl.rollout.prompts import teacher_prompt
+from craft_pl.rollout.signal import groups_of, has_reward_spread, signal_stats
 
 if TYPE_CHECKING:
     from craft_pl.loss import LossRecipe
+
+
+@dataclass(frozen=True)
+class Refill:
+    """Dynamic sampling's supply of further tasks: ``draw()`` gives the next tasks of the seeded task stream."""
+
+    draw: Callable[[], list[Task]]
+    max_gen_batches: int
 
 
 @dataclass
@@ -74,29 +86,60 @@ class ExperienceMaker:
 
     def make(self, policy, tasks: list[Task], group_size: int, sampling: SamplingParams, generator: torch.Generator,
              recipe: "LossRecipe", env: AgentEnv, progress: Callable[[int], None] | None = None,
-             one_update: bool = False) -> Experience:
+             one_update: bool = False, refill: Refill | None = None) -> Experience:
         """One RL step's experience on ``tasks`` (``env`` answers the environment's questions: penalty, task types,
         privileged context; ``recipe`` says which log-probs to score and prepares the rows). With ``one_update``
         (the step's rows are one mini-batch used once) the old log-probs equal the training forward's detached
         ones, so they are left to it (``old_logp`` None) unless a preparation reads them."""
         timers = Timers()
         with timers("rollout"):
-            trajectories = self.collector.run(tasks, group_size, policy, self.engine, sampling, generator,
-                                              progress=progress)
+            drawn = self.collector.run(tasks, group_size, policy, self.engine, sampling, generator, progress=progress)
+            gen_batches = 1
+            while refill is not None and gen_batches < refill.max_gen_batches and \
+                    sum(map(has_reward_spread, groups_of(drawn).values())) < len(tasks):
+                more = self.collector.run(refill.draw(), group_size, policy, self.engine, sampling, generator,
+                                          progress=progress)
+                drawn += renumbered(more, groups=len(groups_of(drawn)), group_size=group_size)
+                gen_batches += 1
+        trajectories = drawn
+        if refill is not None:  # the step trains on the chosen groups; its statistics describe every drawn one
+            trajectories = informative_first(drawn, len(tasks), group_size)
+            tasks = [group[0].task for group in groups_of(trajectories).values()]
         batch, texts = rows_from_trajectories(trajectories, env.invalid_action_penalty)
         with timers("scoring"):
             score_logprobs(policy, batch, recipe.needs_reference_logp, self.scoring_batch_size,
                            with_old=recipe.reads_old_logp_in_prepare or not one_update)
-        stats = rollout_stats(trajectories, batch, env.task_types, sampling.max_new_tokens)
+        stats = rollout_stats(drawn, batch, env.task_types, sampling.max_new_tokens)
+        if refill is not None:
+            stats["rollout/gen_batches"] = float(gen_batches)
         if recipe.needs_teacher_logp:
             with timers("teacher_scoring"):
                 texts = with_privileged_contexts(texts, tasks, env)
-                stats.update(score_teacher(policy, batch, texts, sampling.max_new_tokens, self.scoring_batch_size))
+                stats.update(score_teacher(policy, batch, texts, sampling.max_new_tokens, self.scoring_batch_size,
+                                           recipe.needs_full_distribution))
                 stats["teacher/hint_reliability"] = sum(map(env.hint_is_reliable, tasks)) / max(1, len(tasks))
         with timers("prepare"):
             stats.update(recipe.prepare(batch))
         stats.update(timers.stats())
         return Experience(batch, texts, trajectories, stats)
+
+
+def renumbered(trajectories: list[Trajectory], groups: int, group_size: int) -> list[Trajectory]:
+    """Another rollout's episodes with group ids after the ``groups`` already drawn (trajectory ids follow)."""
+    for trajectory in trajectories:
+        trajectory.group_id += groups
+        trajectory.trajectory_id += groups * group_size
+    return trajectories
+
+
+def informative_first(drawn: list[Trajectory], count: int, group_size: int) -> list[Trajectory]:
+    """``count`` groups of ``drawn``: those with reward spread in draw order, then the others in draw order, as
+    copies renumbered 0.. in that order (the collector's numbering: group g holds trajectories g*G .. g*G + G - 1);
+    ``drawn`` itself is left as it was."""
+    groups = list(groups_of(drawn).values())
+    chosen = ([g for g in groups if has_reward_spread(g)] + [g for g in groups if not has_reward_spread(g)])[:count]
+    return [replace(trajectory, group_id=new_id, trajectory_id=new_id * group_size + sibling)
+            for new_id, group in enumerate(chosen) for sibling, trajectory in enumerate(group)]
 
 
 def rows_from_trajectories(trajectories: list[Trajectory], penalty: float) -> tuple[RolloutBatch, TurnTexts]:
@@ -134,12 +177,14 @@ def rows_from_trajectories(trajectories: list[Trajectory], penalty: float) -> tu
 
 def rollout_stats(trajectories: list[Trajectory], batch: RolloutBatch, task_types: list[str],
                   max_new_tokens: int) -> dict[str, float]:
-    """``rollout/*``: the episodes' metrics (as evaluation computes them), the rows' sizes, and how often siblings
-    share a state (``anchor_groups``: distinct (group, turn, anchor) states; ``anchor_shared_rows``: share of rows
-    with a same-state sibling, the coverage that same-state credit needs)."""
+    """``rollout/*``: the drawn episodes' metrics (as evaluation computes them) and collapse diagnostics
+    (``craft_pl.rollout.signal``), the trained rows' sizes, and how often siblings share a state (``anchor_groups``:
+    distinct (group, turn, anchor) states; ``anchor_shared_rows``: share of rows with a same-state sibling, the
+    coverage that same-state credit needs)."""
     metric = EpisodeMetrics(task_types, "rollout")
     metric.update(trajectories)
     stats = metric.compute()
+    stats.update(signal_stats(trajectories))
     stats["rollout/rows"] = float(batch.num_rows)
     stats["rollout/response_tokens"] = float(batch.response_mask.sum())
     _, anchor_sizes = torch.unique(batch.anchor_ids, return_counts=True)
@@ -180,8 +225,9 @@ def with_privileged_contexts(texts: TurnTexts, tasks: list[Task], env: AgentEnv)
 
 @torch.no_grad()
 def score_teacher(policy, batch: RolloutBatch, texts: TurnTexts, max_new_tokens: int,
-                  micro_batch_size: int) -> dict[str, float]:
-    """Teacher log-probs: privileged text + the student's prompt, the student's response ids unchanged."""
+                  micro_batch_size: int, full_distribution: bool = False) -> dict[str, float]:
+    """Teacher log-probs: privileged text + the student's prompt, the student's response ids unchanged (and, with
+    ``full_distribution``, its whole next-token distributions in ``batch.extras["teacher_log_probs"]``)."""
     keys = list(zip(batch.trajectory_ids.tolist(), batch.turn_index.tolist()))
     teacher_prompts, truncated = [], 0
     for key in keys:
@@ -189,8 +235,11 @@ def score_teacher(policy, batch: RolloutBatch, texts: TurnTexts, max_new_tokens:
         teacher = teacher_prompt(policy, text.prompt_parts, text.privileged_context, max_new_tokens)
         truncated += teacher.cut or teacher.history_dropped > text.history_dropped
         teacher_prompts.append(teacher.ids)
-    batch.teacher_logp, _, _ = policy.token_logprobs(teacher_prompts, batch.response_ids, "teacher",
-                                                     micro_batch_size=micro_batch_size)
+    scores, _ = policy.token_scores(teacher_prompts, batch.response_ids, "teacher", micro_batch_size=micro_batch_size,
+                                    full_distribution=full_distribution)
+    batch.teacher_logp = scores.logp
+    if full_distribution:
+        batch.extras["teacher_log_probs"] = scores.log_probs
     contexts = {text.task_id: text.privileged_context for text in texts.values()}
     context_tokens = [len(policy.encode_prompt(c, budget=10**9)) for c in contexts.values()]
     return {

@@ -11,7 +11,7 @@ from craft_pl.envs.webshop.expert import WebShopExpert
 from craft_pl.envs.webshop.goals import GOAL_FILTERS, SPLITS, Goal, GoalFactory
 from craft_pl.envs.webshop.pages import Browser, PageState, admissible
 from craft_pl.envs.webshop.privileged import PRIVILEGED_MODES, hint_text, skill_text, wrong_hint_text
-from craft_pl.envs.webshop.reward import get_reward
+from craft_pl.envs.webshop.reward import OPTION_RULES, OptionRule, get_reward
 from craft_pl.envs.webshop.search import SearchIndex
 from craft_pl.envs.webshop.vocab import PRODUCT_TYPES, TASK_TYPES
 
@@ -64,6 +64,7 @@ class WebShopEnv(AgentEnv):
         price_range_prob: float = 0.1,
         hint_reliability: float = 1.0,
         hint_seed: int = 0,
+        option_rule: OptionRule = "master",
     ) -> None:
         """
         Args:
@@ -90,6 +91,10 @@ class WebShopEnv(AgentEnv):
                 one (another result, which misses an asked attribute or option). Does not apply to ``skill``.
             hint_seed: Seed of which tasks get a wrong hint (a hash of task id and this seed only: every method and
                 ``seed_everything`` value sees the same ones).
+            option_rule: How purchased options count: ``master`` (WebShop's master and verl-agent: per goal option) or
+                ``v2`` (WebShop's unmerged v2 branch, commit 6ba9969: per purchased option, with a product-text
+                look-up; the rule of this project's WebShop records before 2026-12-07). It decides wins and, through
+                ``goal_filter``, which goals exist.
         """
         super().__init__(max_turns, invalid_action_penalty, prompt_style, privileged)
         self.set_hint_reliability(hint_reliability, hint_seed)
@@ -106,16 +111,17 @@ class WebShopEnv(AgentEnv):
         self.id_style = id_style
         self.goal_filter = goal_filter
         self.price_range_prob = price_range_prob
+        self.option_rule = option_rule
         catalog_ids = "asin" if id_style == "asin" else "short"
         self.catalog, self.search_index = shared_catalog(
             num_products, seed, num_product_types, near_duplicates, catalog_ids, price_range_prob
         )
         key = (num_products, seed, num_product_types, near_duplicates, catalog_ids, float(price_range_prob),
                attributes_per_goal, options_per_goal, cheap_goal_bias, goal_filter, results_per_page,
-               search_return_n)
+               search_return_n, option_rule)
         if key not in _FACTORIES:
             _FACTORIES[key] = GoalFactory(self.catalog, self.search_index, seed, attributes_per_goal, options_per_goal,
-                                          cheap_goal_bias, goal_filter, results_per_page, search_return_n)
+                                          cheap_goal_bias, goal_filter, results_per_page, search_return_n, option_rule)
         self._goals = _FACTORIES[key]
         self._goal: Goal | None = None
         self._browser: Browser | None = None
@@ -148,6 +154,7 @@ class WebShopEnv(AgentEnv):
              "use an int in [0, 10]")
         need(args["goal_filter"] in GOAL_FILTERS, "goal_filter", f"use one of {list(GOAL_FILTERS)}")
         need(0.0 <= args["price_range_prob"] <= 1.0, "price_range_prob", "use a probability in [0, 1]")
+        need(args["option_rule"] in OPTION_RULES, "option_rule", f"use one of {list(OPTION_RULES)}")
 
     # ------------------------------------------------------------------ tasks
     def task_panel(self, split: str, size: int, seed: int) -> list[Task]:
@@ -200,7 +207,7 @@ class WebShopEnv(AgentEnv):
         reward, info = 0.0, {"valid_action": valid, "won": False, "score": 0.0}
         if bought:
             product = self.catalog.products[self._state.item]
-            outcome = get_reward(product, self._goal, product.price, dict(self._state.selected))
+            outcome = get_reward(product, self._goal, product.price, dict(self._state.selected), self.option_rule)
             info.update(won=outcome.won, score=outcome.total, r_type=outcome.r_type,
                         attribute_matches=outcome.attribute_matches, option_matches=outcome.option_matches,
                         r_price=outcome.r_price, purchased=product.asin)
@@ -239,7 +246,7 @@ class WebShopEnv(AgentEnv):
 
     def wrong_hint_context(self, task: Task) -> str:
         return wrong_hint_text(self._goal_of(task), self.catalog, self.search_index, self.id_style,
-                               self.results_per_page, self.search_return_n)
+                               self.results_per_page, self.search_return_n, self.option_rule)
 
     @staticmethod
     def _goal_of(task: Task) -> Goal:

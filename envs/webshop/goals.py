@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 from craft_pl.envs.webshop.catalog import Catalog, Product
 from craft_pl.envs.webshop.instructions import make_instruction, parse_instruction, price_bounds, title_has_all
-from craft_pl.envs.webshop.reward import NO_PRICE_LIMIT, get_reward, price_upper
+from craft_pl.envs.webshop.reward import NO_PRICE_LIMIT, OptionRule, get_reward, price_upper
 from craft_pl.envs.webshop.search import SearchIndex
 
 SPLITS = ("train", "val", "test")
@@ -92,12 +92,12 @@ def make_goal(catalog: Catalog, seed: int, goal_id: int, attributes_per_goal: in
     )
 
 
-def wins_with_goal_options(product: Product, goal: Goal) -> bool:
+def wins_with_goal_options(product: Product, goal: Goal, option_rule: OptionRule = "master") -> bool:
     """Whether buying ``product`` with exactly the goal's option values (if it offers them) scores 1.0."""
     offered = product.option_dict
     if any(value not in offered.get(name, ()) for name, value in goal.goal_options):
         return False
-    return get_reward(product, goal, product.price, dict(goal.goal_options)).won
+    return get_reward(product, goal, product.price, dict(goal.goal_options), option_rule).won
 
 
 class GoalFactory:
@@ -105,11 +105,12 @@ class GoalFactory:
 
     def __init__(self, catalog: Catalog, search_index: SearchIndex, seed: int, attributes_per_goal: int,
                  options_per_goal: int, cheap_goal_bias: int, goal_filter: str, results_per_page: int,
-                 search_return_n: int) -> None:
+                 search_return_n: int, option_rule: OptionRule = "master") -> None:
         self.catalog, self.search_index, self.seed = catalog, search_index, seed
         self.attributes_per_goal, self.options_per_goal = attributes_per_goal, options_per_goal
         self.cheap_goal_bias = cheap_goal_bias
         self.goal_filter, self.results_per_page, self.search_return_n = goal_filter, results_per_page, search_return_n
+        self.option_rule = option_rule
         self._memo: dict[int, tuple[str, Goal | None]] = {}
         self._panels: dict[tuple[str, int, int], list[Goal]] = {}
 
@@ -133,13 +134,13 @@ class GoalFactory:
                 product = products[index]
                 bounds = price_bounds(product.pricing)
                 if title_has_all(product.title, parsed.descriptor) and bounds and bounds[1] <= goal.price_upper:
-                    if wins_with_goal_options(product, goal):
+                    if wins_with_goal_options(product, goal, self.option_rule):
                         return replace(goal, answer_asin=product.asin, answer_rank=rank)
                     return None
             return None
         window = results[: self.results_per_page] if self.goal_filter == "page1" else results
         for rank, index in enumerate(window):
-            if wins_with_goal_options(products[index], goal):
+            if wins_with_goal_options(products[index], goal, self.option_rule):
                 return replace(goal, answer_asin=products[index].asin, answer_rank=rank)
         return None if self.goal_filter == "page1" else goal
 

@@ -9,7 +9,7 @@ from craft_pl.envs.skills import general_and_specific
 from craft_pl.envs.webshop.catalog import Catalog, Product
 from craft_pl.envs.webshop.goals import Goal, stable_hash
 from craft_pl.envs.webshop.instructions import parse_instruction
-from craft_pl.envs.webshop.reward import get_reward
+from craft_pl.envs.webshop.reward import OptionRule, get_reward
 from craft_pl.envs.webshop.search import SearchIndex
 from craft_pl.envs.webshop.vocab import TASK_TYPES
 
@@ -39,7 +39,7 @@ def hint_text(goal: Goal, catalog: Catalog, id_style: str = "short", results_per
 
 
 def wrong_hint_text(goal: Goal, catalog: Catalog, search_index: SearchIndex, id_style: str = "short",
-                    results_per_page: int = 10, search_return_n: int = 50) -> str:
+                    results_per_page: int = 10, search_return_n: int = 50, option_rule: OptionRule = "master") -> str:
     """A plausible but wrong hint (``hint_reliability``): the same lines as ``hint_text``, but the result to open is
     another result of the instruction's search whose product loses when bought with the hinted options (it misses
     a required attribute or option, or costs too much). Preferred, in order: a result on the answer's page that
@@ -57,7 +57,7 @@ def wrong_hint_text(goal: Goal, catalog: Catalog, search_index: SearchIndex, id_
         tiers: dict[tuple[bool, bool], list[int]] = {}
         for rank in ranks:
             product = catalog.products[results[rank]]
-            if results[rank] != answer and not _wins(product, goal, values):
+            if results[rank] != answer and not _wins(product, goal, values, option_rule):
                 tiers.setdefault((not _offers(product, values), product.query != goal.query), []).append(rank)
         if tiers:
             best = tiers[min(tiers)]
@@ -70,7 +70,7 @@ def wrong_hint_text(goal: Goal, catalog: Catalog, search_index: SearchIndex, id_
         start = draw % max(1, len(others))
         for other in others[start:] + others[:start]:
             wrong = values[:position] + [other] + values[position + 1:]
-            if not _wins(product, goal, wrong):
+            if not _wins(product, goal, wrong, option_rule):
                 return _render(product.asin.lower(), ranked, wrong, results_per_page)
     return _render(product.asin.lower(), ranked, values, results_per_page, buy=False)
 
@@ -94,11 +94,11 @@ def _offers(product: Product, values: list[str]) -> bool:
     return all(any(value in offered for _, offered in product.options) for value in values)
 
 
-def _wins(product: Product, goal: Goal, values: list[str]) -> bool:
+def _wins(product: Product, goal: Goal, values: list[str], option_rule: OptionRule) -> bool:
     """Whether opening ``product``, clicking ``values`` (those it offers) and buying wins, as the browser does it."""
     selected: dict[str, str] = {}
     for value in values:
         name = next((n for n, offered in product.options if value in offered), None)
         if name is not None:
             selected[name] = value
-    return get_reward(product, goal, product.price, selected).won
+    return get_reward(product, goal, product.price, selected, option_rule).won

@@ -13,7 +13,16 @@ Rules matched (WebShop file and function each comes from):
 - Attribute matches (``goal.py:get_attribute_reward``): a goal attribute counts once if
   ``token_set_ratio(product attribute, goal attribute) > 85`` for some product attribute, else if it is a substring
   of the lower-cased title, the space-joined lower-cased bullet points or the lower-cased description.
-- Option matches (``goal.py:get_option_reward``): the loop runs over the *purchased* options, not the goal's. Both
+- Option matches, WebShop's master (``goal.py:get_option_reward`` at 64fa2a5c, the rule verl-agent vendors; the
+  default, ``option_rule="master"``): the loop runs over the *goal's* options and counts each at most once, when some
+  purchased value (colour-normalised) has ``token_set_ratio > 85`` with it. ``get_reward`` passes the goal options
+  of a synthetic goal as dict items, i.e. ``(name, value)`` pairs: ``normalize_color`` of a pair is the first colour
+  *equal* to its name or value, else the pair unchanged, and the fuzzy score of a pair reads its ``str`` (so a
+  purchased value matches when its tokens lie among the name's and the value's). No size rule, no look-up in the
+  product's text; the count never exceeds the number of goal options.
+- Option matches, WebShop's unmerged ``v2`` branch (commit 6ba9969, ``option_rule="v2"``; the rule of every WebShop
+  number this project recorded before 2026-12-07, kept to reproduce them): the loop runs over the *purchased*
+  options, not the goal's. Both
   sides are colour-normalised first. A purchased option named ``size`` (case-insensitive; WebShop's
   ``EXACT_MATCH_OPTS``) matches when its value equals a goal option value; any other option matches when
   ``token_set_ratio(goal value, purchased value) > 85`` for some goal value. An unmatched purchased value still counts
@@ -45,7 +54,7 @@ Departures (each with its reason):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Literal, Mapping
 
 from rapidfuzz import fuzz, utils
 
@@ -55,6 +64,8 @@ NO_PRICE_LIMIT = 1e6
 """``price_upper`` of a goal whose product is too expensive for ``PRICE_RANGE`` (no price text in the goal)."""
 FUZZ_THRESHOLD = 85
 """A fuzzy match needs the integer ``token_set_ratio`` to be strictly above this."""
+OptionRule = Literal["master", "v2"]
+OPTION_RULES: tuple[str, ...] = ("master", "v2")
 EXACT_MATCH_OPTIONS: tuple[str, ...] = ("size",)
 """Purchased options with these (lower-cased) names match goal options by equality, not fuzzily."""
 WEBSHOP_COLORS: tuple[str, ...] = tuple(
@@ -150,9 +161,36 @@ def _named_values(options: Mapping[str, str] | Iterable[Any]) -> list[tuple[str,
     return [("", item) if isinstance(item, str) else (str(item[0]), item[1]) for item in options]
 
 
+def normalize_goal_option(option: Any) -> Any:
+    """WebShop master's ``normalize_color`` of a goal option: a ``(name, value)`` pair becomes the first colour equal
+    to its name or its value (membership in a tuple is equality), else stays the pair; a bare value as for
+    purchased values."""
+    if isinstance(option, tuple):
+        for colour in WEBSHOP_COLORS:
+            if colour in option:
+                return colour
+        return option
+    return normalize_color(option)
+
+
+def goal_option_matches(chosen_values: Iterable[str], goal_options: Iterable[Any]) -> int:
+    """Goal options that some purchased value matches (WebShop master's ``get_option_reward``; module docstring).
+
+    ``chosen_values``: the purchased option values. ``goal_options``: ``(name, value)`` pairs (a synthetic goal's
+    dict items, as master passes them) or bare values. Each goal option counts at most once.
+    """
+    purchased = [normalize_color(value) for value in chosen_values]
+    count = 0
+    for option in goal_options:
+        wanted = normalize_goal_option(tuple(option) if isinstance(option, (list, tuple)) else option)
+        if any(fuzzy(value, wanted) > FUZZ_THRESHOLD for value in purchased):
+            count += 1
+    return count
+
+
 def option_matches(chosen_options: Mapping[str, str] | Iterable[Any], goal_options: Iterable[Any],
                    product: Any = None) -> int:
-    """Purchased options that match (WebShop's ``get_option_reward``; see the module docstring).
+    """Purchased options that match (the ``v2`` branch's ``get_option_reward``; see the module docstring).
 
     ``chosen_options``: ``{name: value}``, ``(name, value)`` pairs, or bare values (matched fuzzily, as WebShop does
     for every option not named ``size``). ``goal_options``: values, or ``(name, value)`` pairs (names ignored, as
@@ -189,17 +227,24 @@ class Reward:
         return self.total == 1.0
 
 
-def get_reward(product: Any, goal: Any, price: float, options: Mapping[str, str]) -> Reward:
+def get_reward(product: Any, goal: Any, price: float, options: Mapping[str, str],
+               option_rule: OptionRule = "master") -> Reward:
     """Reward of buying ``product`` at ``price`` with the chosen ``options`` (``{name: value}``) for ``goal``.
 
     ``goal`` needs ``query``, ``product_category``, ``name_nouns``, ``attributes``, ``goal_options`` (``((name,
     value), ...)``) and ``price_upper``; ``product`` needs the same type fields plus ``attributes``, ``title``,
-    ``bullet_points`` and ``description``.
+    ``bullet_points`` and ``description``. ``option_rule``: WebShop master's option count or the ``v2`` branch's.
     """
+    if option_rule not in OPTION_RULES:
+        raise ValueError(f"option_rule must be one of {OPTION_RULES}, got {option_rule!r}")
     r_type = type_reward(product, goal)
     goal_values = [value for _, value in _named_values(goal.goal_options)]
     n_attr = attribute_matches(product, goal.attributes)
-    n_opt = option_matches(options, goal_values, product)
+    if option_rule == "master":
+        pairs = [pair if pair[0] else pair[1] for pair in _named_values(goal.goal_options)]  # bare values stay bare
+        n_opt = goal_option_matches(dict(options).values(), pairs)
+    else:
+        n_opt = option_matches(options, goal_values, product)
     r_price = bool(price <= goal.price_upper)
     total = (n_attr + n_opt + int(r_price)) / (len(goal.attributes) + len(goal_values) + 1)
     total *= r_type
