@@ -3,6 +3,7 @@ holding the GIL (a runaway regex) or spinning in Python is killed at ``env_step_
 replaced, and the episodes are the same as in-process ones."""
 
 import re
+import threading
 import time
 
 import pytest
@@ -13,6 +14,7 @@ from craft_pl.datamodule import RolloutDataModule
 from craft_pl.rollout.collector import Collector
 from craft_pl.rollout.engine import SamplingParams
 from craft_pl.rollout.env_process import EnvironmentProcessDied, ProcessEnv, process_env_factory
+from craft_pl.rollout.watchdog import clear_stop, request_stop
 from tests.test_collector import ScriptedEngine
 from tests.test_training_toy import TOY_ARGS
 from tests.toy_env import WORDS, PickWordEnv
@@ -109,3 +111,25 @@ def test_a_toy_run_trains_with_environment_workers(tmp_path):
                 f"--model.policy.warm_start.cache_dir={tmp_path / 'cache'}", "--data.val_tasks=1",
                 "--data.env_workers=process"])
     assert cli.trainer.current_epoch == 1 and list((tmp_path / "run").rglob("*.ckpt"))
+
+
+def test_a_stop_request_during_a_stuck_step_stops_at_once_and_kills_the_worker():
+    """Guards: with the step stuck in C code holding the GIL, a SIGTERM took 33 s to act (the signal handler waits
+    for the GIL); a worker's stuck step holds no GIL of the trainer, and the worker is killed on the way out."""
+    stop_soon = threading.Timer(0.5, request_stop, args=(KeyboardInterrupt,))
+    others = [w for w in WORDS if w != STUCK]
+    texts = [_act(STUCK)] + [_act(others[0])] * 3
+    tasks = PickWordEnv().task_panel("train", 1, 0)
+    collector = Collector(process_env_factory(lambda: StuckEnv(how="regex")), history_length=2, env_step_timeout_s=0)
+    workers = collector.environments(4)
+    started = time.perf_counter()
+    stop_soon.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            collector.run(tasks, 4, POLICY[0], ScriptedEngine(texts), SamplingParams(), torch.Generator())
+    finally:
+        clear_stop()
+    assert time.perf_counter() - started < 3
+    assert not workers[0].alive() and collector.pool[0] is None
+    for env in workers[1:]:
+        env.close()
