@@ -5,6 +5,7 @@ import os
 import signal
 
 import pytest
+import torch
 from lightning.pytorch.callbacks import Callback
 
 import craft_pl.cli
@@ -68,7 +69,8 @@ def _one_error_line(capsys, monkeypatch, args, env=None) -> str:
 
 
 @pytest.mark.parametrize("args, env, words", [
-    (["--trainer.accelerator=gpu"], None, ["trainer.accelerator", "--trainer.accelerator=cpu"]),
+    pytest.param(["--trainer.accelerator=gpu"], None, ["trainer.accelerator", "--trainer.accelerator=cpu"],
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
     (["--trainer.max_epochs=-5"], None, ["max_epochs", "-5"]),
     (["--config=configs/method/sdar.yaml", "--data.env=tests.test_exit_codes.RaisingHintEnv"], None,
      ["RaisingHintEnv", "privileged_context raised RuntimeError: hint service unreachable", "grpo.yaml"]),
