@@ -1,4 +1,4 @@
-"""Pins the two private Lightning APIs ``InterruptCheckpoint`` relies on, so a Lightning upgrade that changes them
+"""Pins the private Lightning APIs craft_pl relies on, so a Lightning upgrade that changes them
 fails here with a clear reason instead of silently breaking exact resume.
 
 - ``ModelCheckpoint._save_on_train_epoch_end``: ``None`` when the user left the timing to Lightning; set to ``True``
