@@ -179,3 +179,32 @@ def test_random_damage_is_called_damage_not_code(tmp_path):
 def test_the_full_disk_simulation_really_fails_writes(tmp_path):
     with full_disk(100), pytest.raises(OSError):
         (tmp_path / "big").write_bytes(b"x" * 1000)
+
+
+def test_a_full_disk_during_a_run_is_one_line_naming_the_checkpoint_and_keeps_the_previous_one(
+        tmp_path, capsys, monkeypatch):
+    """Guards, end to end: the second RL step's checkpoint hits a full disk (ENOSPC when flushed): the run ends with
+    one line naming that file, exit status 1, and the first step's checkpoint is intact with no temporary left."""
+    import os
+
+    import craft_pl.atomic
+
+    real_fsync = os.fsync
+
+    def fsync(descriptor):
+        if "epoch=1" in os.readlink(f"/proc/self/fd/{descriptor}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(descriptor)
+
+    monkeypatch.setattr(craft_pl.atomic.os, "fsync", fsync)
+    root = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *TOY_ARGS, f"--trainer.default_root_dir={root}", "--trainer.max_epochs=2",
+              f"--model.policy.warm_start.cache_dir={tmp_path / 'cache'}", "--data.val_tasks=1"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    (line,) = [line for line in err.splitlines() if line.startswith("error:")]
+    assert "Traceback" not in err and "epoch=1" in line and "ENOSPC" in line and line.startswith("error: cannot write")
+    (kept,) = root.rglob("*.ckpt")
+    assert "epoch=0" in kept.name and load_checkpoint(kept)
+    assert not [p for p in root.rglob("*") if p.name.endswith(".tmp")]
