@@ -160,6 +160,7 @@ def _follow_alfworld(env, task: Task, hint: str) -> bool:
     return bool(result is not None and result.info["won"])
 
 
+@pytest.mark.slow
 def test_alfworld_following_a_wrong_walkthrough_loses_and_the_right_one_wins(alfworld):
     from craft_pl.envs.alfworld.privileged import hint_text
 

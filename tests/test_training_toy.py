@@ -31,6 +31,7 @@ def _fit(tmp_path, name, extra=()):
     return cli, root
 
 
+@pytest.mark.slow
 def test_fit_trains_the_adapter_and_logs_every_tag(tmp_path):
     cli, root = _fit(tmp_path, "run")
     policy = cli.model.policy
@@ -47,6 +48,7 @@ def test_fit_trains_the_adapter_and_logs_every_tag(tmp_path):
     assert list(root.rglob("config.yaml")) and list(root.rglob("*.ckpt"))
 
 
+@pytest.mark.slow
 def test_same_seed_same_losses_to_the_bit(tmp_path):
     _, first = _fit(tmp_path, "a")
     _, second = _fit(tmp_path, "b")  # the second run loads the cached warm start
@@ -76,6 +78,7 @@ def test_all_pillars_disabled_logs_sdar_losses_to_the_bit(tmp_path):
         assert tag in scalars, tag
 
 
+@pytest.mark.slow
 def test_credit_inspection_writes_histograms_pictures_and_text(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -107,6 +110,7 @@ ABLATIONS = sorted((Path(__file__).resolve().parent.parent / "configs" / "ablati
 
 
 @pytest.mark.parametrize("overlay", ABLATIONS, ids=lambda p: p.stem)
+@pytest.mark.slow
 def test_every_ablation_overlay_runs(tmp_path, overlay):
     cli, root = _fit(tmp_path, overlay.stem, ["--config", str(overlay), "--trainer.max_epochs=1",
                                               "--model.validate_at_start=false"])
