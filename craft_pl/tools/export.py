@@ -162,7 +162,9 @@ def _build(arguments: list[str], ckpt_path, from_files: bool):
     try:
         with contextlib.redirect_stderr(captured):
             return main(arguments, run=False)
-    except SystemExit:
+    except SystemExit as stop:
+        if stop.code not in (2, None):  # Ctrl-C or SIGTERM while building: a stop, not a bad configuration
+            raise
         lines = [line for line in captured.getvalue().splitlines() if line.startswith("error:")]
         reason = " ".join(lines[0].split()[1:]) if lines else captured.getvalue().strip()[-300:]
         source = "the given --config files" if from_files else f"{ckpt_path}'s stored configuration"
