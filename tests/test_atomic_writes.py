@@ -181,6 +181,7 @@ def test_the_full_disk_simulation_really_fails_writes(tmp_path):
         (tmp_path / "big").write_bytes(b"x" * 1000)
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_a_run_is_one_line_naming_the_checkpoint_and_keeps_the_previous_one(
         tmp_path, capsys, monkeypatch):
     """Guards, end to end: the second RL step's checkpoint hits a full disk (ENOSPC when flushed): the run ends with

@@ -34,6 +34,7 @@ class RaisingHintEnv(PickWordEnv):
         raise RuntimeError("hint service unreachable")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signal_name, code", [("SIGTERM", EXIT_SIGTERM), ("SIGINT", EXIT_SIGINT)])
 def test_a_signal_exits_non_zero_after_saving_the_last_step(tmp_path, capsys, signal_name, code):
     """Guards: SIGTERM used to exit 0 (Lightning's SIGTERMException is a code-less SystemExit), so a scheduler counted

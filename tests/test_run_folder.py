@@ -18,6 +18,7 @@ def _fit(root, cache, *extra):
                  f"--model.policy.warm_start.cache_dir={cache}", "--data.val_tasks=1", *extra])
 
 
+@pytest.mark.slow
 def test_two_runs_that_listed_the_folder_together_get_their_own_versions(tmp_path, monkeypatch):
     """Guards: both runs picked ``version_0`` when each listed the folder before the other created it (1 in 3 tries
     when started together): mixed curves, overwritten config.yaml, checkpoints and reports."""
