@@ -27,9 +27,9 @@ class WriteError(OSError):
 def write_error(path: str | Path, error: OSError) -> WriteError:
     reason = error.strerror or str(error) or type(error).__name__
     name = errno.errorcode.get(error.errno or 0)
-    fix = ("free space on that disk or choose another folder" if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-           else "make the folder writable or choose another one" if error.errno in (errno.EACCES, errno.EPERM,
-                                                                                   errno.EROFS)
+    full, denied = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG), (errno.EACCES, errno.EPERM, errno.EROFS)
+    fix = ("free space on that disk or choose another folder" if error.errno in full
+           else "make the folder writable or choose another one" if error.errno in denied
            else "check the folder and the disk")
     problem = f"{reason} ({name})" if name else reason
     failure = WriteError(f"cannot write {path}: {problem}; {fix}; the earlier file there, if any, is unchanged")
