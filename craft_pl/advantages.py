@@ -1,4 +1,4 @@
-"""Advantage estimators: GRPO as verl-agent runs it (craft-spec 3.1) and GiGPO (craft-spec 3.4).
+"""Advantage estimators: GRPO as verl-agent runs it (docs/methods.md#grpo) and GiGPO (docs/methods.md#gigpo).
 
 Each estimator is a class chosen by ``class_path`` (``model.objective.init_args.advantage``): ``estimate(batch)``
 returns the advantage of every row and the estimator's own diagnostics. Adding an estimator is one class here (or in
@@ -118,7 +118,7 @@ def step_group_advantages(step_returns: torch.Tensor, group_ids: torch.Tensor, s
 def gigpo_advantages(rewards: torch.Tensor, step_returns: torch.Tensor, group_ids: torch.Tensor,
                      step_group_ids: torch.Tensor, omega: float = 1.0, norm: GigpoNorm = "mean_std_norm",
                      eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
-    """GiGPO's advantage A = A^E + ω · A^S of every row (craft-spec 3.4).
+    """GiGPO's advantage A = A^E + ω · A^S of every row (docs/methods.md#gigpo).
 
     Args:
         rewards: ``[rows]`` row rewards (episode reward minus the turn's invalid-action penalty).
@@ -157,7 +157,8 @@ class GRPOAdvantage(AdvantageEstimator):
             norm_by_std: Divide by the group std (GRPO); False gives Dr.GRPO's mean-centring.
         """
         if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
-            raise ValueError(f"model.objective.init_args.advantage.init_args.eps must be a finite number >= 0, got {eps!r}")
+            raise ValueError(f"model.objective.init_args.advantage.init_args.eps must be a finite number >= 0, "
+                             f"got {eps!r}")
         self.eps = eps
         self.norm_by_std = norm_by_std
 
@@ -169,7 +170,7 @@ StepGrouping = Literal["state", "state_and_turn"]
 
 
 class GiGPOAdvantage(AdvantageEstimator):
-    """GiGPO (craft-spec 3.4): GRPO's episode term + omega x a step term over the rows in the same anchor state.
+    """GiGPO (docs/methods.md#gigpo): GRPO's episode term + omega x a step term over the rows in the same anchor state.
 
     Diagnostics: ``train/step_advantage_mean`` (0 by construction) and ``train/step_advantage_abs_mean`` (its size).
     """

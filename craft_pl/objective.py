@@ -1,4 +1,4 @@
-"""The baseline objective: SDAR = GRPO as verl-agent runs it + gated self-distillation (craft-spec 2.3, 3.1).
+"""The baseline objective: SDAR = GRPO as verl-agent runs it + gated self-distillation (docs/methods.md#sdar).
 
 ``prepare`` computes group-level quantities once per RL step (advantages); ``terms`` computes per-token factors
 for a mini-batch; pillars may transform those terms; ``compose`` is the one place where the loss is reduced, in

@@ -1,4 +1,4 @@
-"""GiGPO's advantage (craft-spec 3.4) against hand-computed values, degenerate cases, its step groupings and the
+"""GiGPO's advantage (docs/methods.md#gigpo) against hand-computed values, degenerate cases, its step groupings and the
 estimator classes the objective is given."""
 
 import math

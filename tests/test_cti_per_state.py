@@ -177,5 +177,5 @@ def test_tabular_model_anchor_beats_group_on_sign_at_later_steps():
         assert anchor.mass_correct_credit[t] >= group.mass_correct_credit[t]
     gain = sum(anchor.mass_correct_cti[t] - group.mass_correct_cti[t] for t in later) / len(later)
     assert gain >= harm_mass / 2
-    # craft-spec 8.4 survives per-state grouping: with `self` and 0/1 rewards the sign follows -A on every token
+    # docs/methods.md#what-the-estimator-measures survives per-state grouping: with `self` and 0/1 rewards the sign follows -A on every token
     assert all(share == 1.0 for share in results[("anchor", "self")].follows_advantage)

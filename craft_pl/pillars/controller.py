@@ -1,4 +1,4 @@
-"""Pillar 2: the asymmetric distillation / reference-KL controller (craft-spec 4.4, register rows 6-7).
+"""Pillar 2: the asymmetric distillation / reference-KL controller (docs/methods.md#pillar-2-asymmetric-controller).
 
 Gate activity a_n (share of valid tokens with g > 0.5, SDAR's ``gate_active_ratio``) is smoothed by an EMA,
 

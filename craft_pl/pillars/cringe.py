@@ -1,5 +1,5 @@
 """Adaptive-CRINGE: CRAFT's comparator that shares Pillar 2 and replaces counterfactual credit by CRINGE's
-contrastive term on teacher-rejected tokens (craft-spec 3.5-3.6, register row 11).
+contrastive term on teacher-rejected tokens (docs/methods.md#adaptive-cringe).
 
 Per token, with the SDAR gate g = sigmoid(beta * (lp_T - sg(lp))):
 

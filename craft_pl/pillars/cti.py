@@ -1,20 +1,20 @@
-"""Pillar 1: Counterfactual Token Importance (craft-spec 4.2-4.3, 4.9, register rows 1-5, section 8).
+"""Pillar 1: Counterfactual Token Importance (docs/methods.md#pillar-1-counterfactual-token-importance).
 
-For group b, trajectory i and aligned position t (notation of the spec):
+For group b, trajectory i and aligned position t (notation of docs/methods.md):
 
     J_t        = { j : trajectory j has a token at position t }          active siblings
     J_t^{-i}   = J_t \\ {i}                                               leave-one-out
     u_t^(j)    = clip(Δ_t^(j), -Δ_max, Δ_max) / τ                         Δ = lp_T - lp_old (rollout time)
     w_t^(j|i)  = exp(u_t^(j)) / Σ_{m ∈ J_t^{-i}} exp(u_t^(m))             self-normalised weights
     Ā_t^(i)    = Σ_{j ∈ J_t^{-i}} w_t^(j|i) A^(j)
-    CTI_t^(i)  = Ā_t^(i) - A^(i)                                          ("self" baseline, spec [S])
+    CTI_t^(i)  = Ā_t^(i) - A^(i)                                          ("self" baseline, the default)
                = Ā_t^(i) - mean_{j ∈ J_t^{-i}} A^(j)                      ("group_loo" baseline)
     ESS_t^(i)  = 1 / Σ_j (w_t^(j|i))²
     valid_t^(i)= (t active for i) ∧ |J_t^{-i}| >= n_min ∧ ESS_t^(i) >= ess_min
 
 The signed credit that replaces the SDAR gate g as distillation weight is, where valid (default ``gate_tanh``),
 ``c = g · tanh(CTI / κ)``; where not valid it falls back to ``c = g`` (plain SDAR). What the estimator measures
-(spec section 8): at τ = 1 Ā converges to "draw the action at t from the teacher, continue on-policy"; G = 2 carries
+(docs/methods.md#what-the-estimator-measures): at τ = 1 Ā converges to "draw the action at t from the teacher, continue on-policy"; G = 2 carries
 no teacher information (the one sibling has weight 1); with binary rewards sign(CTI) = -sign(A^(i)).
 
 Everything here is deterministic (no RNG), runs without gradient, and never modifies its inputs in place.

@@ -2,7 +2,7 @@
 
 With ``grouping="group"`` (the default) CTI compares a token with the tokens of every sibling trajectory at the same
 aligned position, wherever those siblings are; past the first turn they are in other states, and Ā converges to a
-value marginal over states (craft-spec 8.3). With ``grouping="anchor"`` the leave-one-out set of the token at
+value marginal over states (docs/methods.md#what-the-estimator-measures). With ``grouping="anchor"`` the leave-one-out set of the token at
 position ℓ of row (trajectory i, turn k) is
 
     J^{-i}_{k,ℓ} = { rows j ≠ i of the same group, at the same turn k, with the same anchor_id,

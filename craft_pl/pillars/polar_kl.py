@@ -1,4 +1,4 @@
-"""Pillar 3: the polarised reference KL (craft-spec 4.5, register rows 8-10).
+"""Pillar 3: the polarised reference KL (docs/methods.md#pillar-3-polarised-kl).
 
 Per token, with d = lp_ref - lp and the token's credit c (Pillar 1's signed credit, or 2g - 1 when Pillar 1 is off):
 
@@ -6,7 +6,7 @@ Per token, with d = lp_ref - lp and the token's credit c (Pillar 1's signed cred
     c <  0:  k_fwd = r_c * d_c - r_c + 1, clamped to [-10, 10]       mode-covering (forward-KL) surrogate
              with d_c = clamp(d, -20, 20), r_c = exp(d_c)
 
-The forward branch's pathwise gradient is a heuristic, not an unbiased forward-KL gradient (spec [S]). Both branches
+The forward branch's pathwise gradient is a heuristic, not an unbiased forward-KL gradient (docs/methods.md#pillar-3-polarised-kl). Both branches
 are finite for any d, so ``where`` never routes NaN into the gradient.
 
 Variant B (``target: distill``) polarises the teacher divergence instead and leaves the reference KL alone:
