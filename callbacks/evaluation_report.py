@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
-from craft_pl.atomic import atomic_write
+from craft_pl.storage.atomic import atomic_write
 
 
 class EvaluationReport(Callback):

@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from craft_pl.atomic import WriteError, atomic_write, use_atomic_checkpoints
+from craft_pl.storage.atomic import WriteError, atomic_write, use_atomic_checkpoints
 from craft_pl.rollout.watchdog import clear_stop, request_stop
 
 log = logging.getLogger(__name__)

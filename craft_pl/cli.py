@@ -16,7 +16,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from craft_pl.atomic import WriteError
+from craft_pl.storage.atomic import WriteError
 from craft_pl.callbacks import CreditInspector, EvaluationReport, InterruptCheckpoint
 from craft_pl.callbacks.interrupt_checkpoint import interrupts
 from craft_pl.checkpointing import CheckpointError, config_differences, flatten, load_checkpoint
@@ -24,7 +24,7 @@ from craft_pl.datamodule import RolloutDataModule
 from craft_pl.distributed import explain_strategy_error
 from craft_pl.module import CraftModule, connect
 from craft_pl.preflight import offline_model_problem, privileged_context_problem, trainer_problem
-from craft_pl.run_folder import FolderInUse, claim_run_folder, release_locks
+from craft_pl.storage.run_folder import FolderInUse, claim_run_folder, release_locks
 
 EXIT_SIGINT = 130
 """Exit status after Ctrl-C (SIGINT), 128 + 2 as shells report it: a stopped run is not a success."""

@@ -22,7 +22,7 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import craft_pl.model.warm_start as warm_start
-from craft_pl.atomic import WriteError, atomic_write
+from craft_pl.storage.atomic import WriteError, atomic_write
 from craft_pl.callbacks import EvaluationReport, InterruptCheckpoint
 from craft_pl.checkpointing import DIGEST_KEY, CheckpointError, checkpoint_digest, load_checkpoint
 from craft_pl.cli import main
@@ -188,7 +188,7 @@ def test_a_full_disk_during_a_run_is_one_line_naming_the_checkpoint_and_keeps_th
     one line naming that file, exit status 1, and the first step's checkpoint is intact with no temporary left."""
     import os
 
-    import craft_pl.atomic
+    import craft_pl.storage.atomic
 
     real_fsync = os.fsync
 
@@ -197,7 +197,7 @@ def test_a_full_disk_during_a_run_is_one_line_naming_the_checkpoint_and_keeps_th
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_fsync(descriptor)
 
-    monkeypatch.setattr(craft_pl.atomic.os, "fsync", fsync)
+    monkeypatch.setattr(craft_pl.storage.atomic.os, "fsync", fsync)
     root = tmp_path / "run"
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", *TOY_ARGS, f"--trainer.default_root_dir={root}", "--trainer.max_epochs=2",

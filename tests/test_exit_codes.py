@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import Callback
 
 import craft_pl.cli
 import craft_pl.model
-from craft_pl.atomic import WriteError
+from craft_pl.storage.atomic import WriteError
 from craft_pl.cli import EXIT_SIGINT, EXIT_SIGTERM, main
 from tests.test_training_toy import TOY_ARGS
 from tests.toy_env import PickWordEnv

@@ -7,7 +7,7 @@ fails here with a clear reason instead of silently breaking exact resume.
 - ``Trainer._checkpoint_connector.dump_checkpoint(weights_only=False)``: the in-memory checkpoint dictionary (the
   public ``Trainer.save_checkpoint`` only writes files; the snapshot must not touch the disk every RL step).
 - ``TensorBoardLogger._version`` / ``CSVLogger._version`` and ``Strategy._checkpoint_io``: one run per folder and
-  atomic checkpoint writes (``craft_pl.run_folder``, ``craft_pl.atomic``).
+  atomic checkpoint writes (``craft_pl.storage.run_folder``, ``craft_pl.storage.atomic``).
 """
 
 import inspect
@@ -28,7 +28,7 @@ def test_trainer_can_dump_a_checkpoint_dictionary_in_memory():
 
 
 def test_loggers_keep_a_private_version_that_is_none_until_resolved(tmp_path):
-    """``craft_pl.run_folder.claim_version`` sets ``_version`` after creating ``version_N`` itself (one run per
+    """``craft_pl.storage.run_folder.claim_version`` sets ``_version`` after creating ``version_N`` itself (one run per
     folder); ``root_dir`` is where the versions live."""
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
@@ -40,9 +40,9 @@ def test_loggers_keep_a_private_version_that_is_none_until_resolved(tmp_path):
 
 
 def test_strategies_keep_their_checkpoint_writer_in_a_private_attribute():
-    """``craft_pl.atomic.use_atomic_checkpoints`` swaps Lightning's default writer (``_checkpoint_io`` None or a
+    """``craft_pl.storage.atomic.use_atomic_checkpoints`` swaps Lightning's default writer (``_checkpoint_io`` None or a
     plain ``TorchCheckpointIO``) for the atomic one through the public setter."""
-    from craft_pl.atomic import AtomicCheckpointIO, use_atomic_checkpoints
+    from craft_pl.storage.atomic import AtomicCheckpointIO, use_atomic_checkpoints
 
     trainer = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
     use_atomic_checkpoints(trainer)

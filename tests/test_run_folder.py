@@ -9,7 +9,7 @@ import pytest
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from craft_pl.cli import main
-from craft_pl.run_folder import LOCK_NAME, FolderInUse, hold_lock, release_locks
+from craft_pl.storage.run_folder import LOCK_NAME, FolderInUse, hold_lock, release_locks
 from tests.test_training_toy import TOY_ARGS
 
 

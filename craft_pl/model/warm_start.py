@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from craft_pl.atomic import WriteError, atomic_torch_save
+from craft_pl.storage.atomic import WriteError, atomic_torch_save
 from craft_pl.checkpointing import digest_differences, error_summary, tree_digests
 from craft_pl.distributed import world
 from craft_pl.model.logprobs import pad_pairs, response_logprobs

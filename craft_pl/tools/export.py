@@ -35,7 +35,7 @@ from typing import Any
 import torch
 import yaml
 
-from craft_pl.atomic import atomic_write
+from craft_pl.storage.atomic import atomic_write
 from craft_pl.checkpointing import complete_state_dict, load_checkpoint
 from craft_pl.model.warm_start import cache_only
 
