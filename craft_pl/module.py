@@ -79,6 +79,8 @@ class CraftModule(pl.LightningModule):
         self.grad_clip = grad_clip
         self.micro_batch_size = micro_batch_size
         self.validate_at_start = validate_at_start
+        self.evaluation_at_start: dict[str, float] | None = None
+        """The validation before RL, until ``EvaluationReport`` prints and writes it."""
         self.max_nonfinite_steps = max_nonfinite_steps
         self.automatic_optimization = False
         self._nonfinite_in_a_row = 0
@@ -131,6 +133,7 @@ class CraftModule(pl.LightningModule):
         self._epoch_started = time.perf_counter()
         self._update_seconds = 0.0
         self._step_metrics = {}
+        self._rollout_stats = {}
 
     def training_step(self, batch: RolloutBatch, batch_idx: int) -> dict:
         """One optimizer step on one mini-batch (micro-batched when ``micro_batch_size`` is set): the policy's
@@ -206,17 +209,18 @@ class CraftModule(pl.LightningModule):
         """After the step's last mini-batch (before any epoch-end callback, so that checkpoints and snapshots taken
         there hold the pillars' updated state): pillar updates from the step's mean metrics, then their metrics."""
         stats = {key: sum(values) / len(values) for key, values in self._step_metrics.items()}
-        logged = {"timing/update_s": self._update_seconds, "timing/step_s": time.perf_counter() - self._epoch_started,
-                  "rl_step": float(self.current_epoch + 1)}
+        logged = {**self._rollout_stats, "timing/update_s": self._update_seconds,
+                  "timing/step_s": time.perf_counter() - self._epoch_started, "rl_step": float(self.current_epoch + 1)}
         logged.update(self.loss_recipe.finish_step(stats))
         self.log_metrics(logged, "rl_step")
 
     def report_rollout(self, stats: dict[str, float]) -> None:
-        """The step's rollout statistics and timings (carried by the step's first mini-batch)."""
-        self.log_metrics(stats, "rl_step")
+        """The step's rollout statistics and timings (carried by the step's first mini-batch), logged with the step's
+        other once-per-RL-step values after its last optimizer step."""
+        self._rollout_stats = dict(stats)
         if stats and self.trainer.progress_bar_callback is not None:
             self.print(
-                f"RL step {self.current_epoch}: success {stats['rollout/success_rate']:.3f} "
+                f"RL step {self.current_epoch + 1}: success {stats['rollout/success_rate']:.3f} "
                 f"score {stats['rollout/score']:.3f} valid {stats['rollout/valid_action_ratio']:.3f} "
                 f"turns {stats['rollout/turns']:.2f} rollout {stats['timing/rollout_s']:.1f}s"
             )
@@ -224,13 +228,17 @@ class CraftModule(pl.LightningModule):
     def log_metrics(self, metrics: dict, kind: str, batch_size: int | None = None) -> None:
         """The one logging path. ``kind``: ``optimizer_step`` (one value per optimizer step, ``train/loss`` on the
         progress bar), ``rl_step`` (once per RL step, at the current global step) or ``evaluation`` (an evaluation
-        epoch's values, also seen by callbacks and checkpoint monitors)."""
+        epoch's values for callbacks and checkpoint monitors, written to the logger at the current global step like
+        ``rl_step``'s, so that an evaluation sits at the step it follows)."""
         if kind == "optimizer_step":
             for key, value in metrics.items():
                 self.log(key, value, on_step=True, on_epoch=False, prog_bar=key == "train/loss", batch_size=batch_size)
         elif kind == "evaluation":
             for key, value in metrics.items():
-                self.log(key, value, on_step=False, on_epoch=True, batch_size=batch_size, add_dataloader_idx=False)
+                self.log(key, value, on_step=False, on_epoch=True, batch_size=batch_size, add_dataloader_idx=False,
+                         logger=False)
+            if self.logger is not None and metrics:
+                self.logger.log_metrics({k: float(v) for k, v in metrics.items()}, step=self.global_step)
         elif kind == "rl_step":
             if self.logger is not None and metrics:
                 self.logger.log_metrics(metrics, step=self.global_step)
@@ -262,8 +270,8 @@ class CraftModule(pl.LightningModule):
             stats = self._evaluation_stats("val")
             if self.data_facts.signal_at_start is not None:
                 stats.update(self.data_facts.signal_at_start())
-            self.print("validation before RL: " + ", ".join(f"{k} {v:.3f}" for k, v in stats.items() if k.count("/") == 1))
-            self.log_metrics({**stats, "val/rl_step": 0.0}, "rl_step")
+            self.evaluation_at_start = {**stats, "val/rl_step": 0.0}  # printed and reported by EvaluationReport
+            self.log_metrics(self.evaluation_at_start, "rl_step")
 
     def on_validation_epoch_start(self) -> None:
         self._evaluation = [[], []]
