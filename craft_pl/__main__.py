@@ -1,12 +1,5 @@
-"""``python -m craft_pl fit|validate|test ...`` (LightningCLI) or ``python -m craft_pl export ...``."""
+"""``python -m craft_pl fit|validate|test|export ...``: the command line of ``craft_pl.cli.main``."""
 
-import sys
+from craft_pl.cli import main
 
-if len(sys.argv) > 1 and sys.argv[1] == "export":
-    from craft_pl.tools.export import main as export_main
-
-    export_main(sys.argv[2:])
-else:
-    from craft_pl.cli import main
-
-    main()
+main()

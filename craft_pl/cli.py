@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -23,8 +25,12 @@ from craft_pl.checkpointing import CheckpointError, config_differences, flatten,
 from craft_pl.datamodule import RolloutDataModule
 from craft_pl.distributed import explain_strategy_error
 from craft_pl.module import CraftModule, connect
+from craft_pl.advantages import GRPOAdvantage
+from craft_pl.objective import Objective
+from craft_pl.pillars import craft_pillars
 from craft_pl.preflight import offline_model_problem, privileged_context_problem, trainer_problem
-from craft_pl.storage.run_folder import FolderInUse, claim_run_folder, release_locks
+from craft_pl.storage.run_folder import (VERSION_ENV, FolderInUse, _is_first_process, claim_run_folder, hold_lock,
+                                         release_locks)
 
 EXIT_SIGINT = 130
 """Exit status after Ctrl-C (SIGINT), 128 + 2 as shells report it: a stopped run is not a success."""
@@ -41,13 +47,37 @@ TRAINER_DEFAULTS = {
 }
 
 
+PROGRAM = "craft_pl"
+DESCRIPTION = ("Self-distilled agentic RL of language-model agents (CRAFT, SDAR, GRPO, ...). Several --config files "
+               "compose left to right: an environment, then a method overlay, then ablations.")
+OWN_OPTIONS = ("craft_pl's own options: --model.* (CraftModule: the policy, the objective and its advantage, the "
+               "credit pillars, the optimizer), --data.* (RolloutDataModule: the environment, tasks, rollouts, "
+               "evaluation panels), --credit_inspector.*, --interrupt_checkpoint.*, --evaluation_report.*; --trainer.* "
+               "is Lightning's. The classes chosen by class_path document their knobs with --model.objective.help "
+               "CLASS, --model.pillars.help CLASS, --data.env.help CLASS; --print_config shows what a run trains.")
+EXPORT_HELP = "Write Hugging Face folders (adapter, optionally merged) from a checkpoint of fit."
+
+
 class CraftCLI(LightningCLI):
     """LightningCLI with craft_pl's defaults; several ``--config`` files compose left to right."""
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """fit, validate, test (a policy has nothing to ``predict``); ``export`` is added to the help by
+        ``_add_subcommands`` and run by ``main``."""
+        return {name: skip for name, skip in LightningCLI.subcommands().items() if name != "predict"}
+
+    def _add_subcommands(self, parser, **kwargs) -> None:
+        super()._add_subcommands(parser, **kwargs)
+        export = self.parser_class(prog=f"{PROGRAM} export", description=EXPORT_HELP + " Options: "
+                                   f"{PROGRAM} export --help.")
+        parser._subcommands_action.add_subcommand("export", export, help=EXPORT_HELP)
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(CreditInspector, "credit_inspector")
         parser.add_lightning_class_args(InterruptCheckpoint, "interrupt_checkpoint")
         parser.add_lightning_class_args(EvaluationReport, "evaluation_report")
+        parser.set_defaults(default_method())  # --print_config shows what trains when no method overlay is given
         parser.add_argument("--allow_config_change", type=bool, default=False,
                             help="Resume from --ckpt_path even when settings that change results differ from the "
                                  "checkpoint's (they are listed either way).")
@@ -63,12 +93,14 @@ class CraftCLI(LightningCLI):
         return config
 
     def before_fit(self) -> None:
-        """Record the configuration; a resume whose results-changing settings differ from the checkpoint's is refused."""
-        claim_run_folder(self.trainer)
+        """Record the configuration; a resume whose results-changing settings differ from the checkpoint's is refused.
+        A resume from a checkpoint of this folder's ``version_N`` goes on logging into ``version_N``."""
+        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        if not continue_version(self.trainer, ckpt_path):
+            claim_run_folder(self.trainer)
         self.model.run_config = self._run_config()
         self._trainer_loads_weights_only()
-        ckpt_path = self.config[self.subcommand].get("ckpt_path")
-        saved = self.checkpoint_config
+        saved = self._explicit_method(self.checkpoint_config)
         differences = config_differences(saved, self.model.run_config) if saved is not None else []
         if not differences:
             return
@@ -80,6 +112,18 @@ class CraftCLI(LightningCLI):
               "resume with the original configuration, or pass --allow_config_change true to accept the change",
               file=sys.stderr)
         raise SystemExit(2)
+
+    def _explicit_method(self, saved: dict | None) -> dict | None:
+        """A stored configuration with ``model.objective`` / ``model.pillars`` null (written before they defaulted to
+        explicit values) with those nulls replaced by what they meant: the parser's defaults, resolved."""
+        model = (saved or {}).get("model")
+        if not isinstance(model, dict) or all(model.get(key, 0) is not None for key in ("objective", "pillars")):
+            return saved
+        parser = self._parser(self.subcommand)
+        defaults = yaml.safe_load(parser.dump(parser.get_defaults(), skip_none=False, skip_check=True))["model"]
+        filled = {key: defaults[key] if key in ("objective", "pillars") and value is None else value
+                  for key, value in model.items()}
+        return {**saved, "model": filled}
 
     def before_validate(self) -> None:
         claim_run_folder(self.trainer)
@@ -148,6 +192,37 @@ class CraftCLI(LightningCLI):
             raise SystemExit(2)
 
 
+def default_method() -> dict:
+    """``model.objective`` and ``model.pillars`` as the code's defaults make them (CRAFT: ``Objective()`` with SDAR's
+    coefficients and GRPO's advantage, and ``craft_pillars()``), written out so that the resolved configuration
+    names them."""
+    pillars = [{"class_path": f"{type(p).__module__}.{type(p).__name__}"} for p in craft_pillars()]
+    advantage = {"class_path": f"{GRPOAdvantage.__module__}.{GRPOAdvantage.__name__}"}
+    objective = {"class_path": f"{Objective.__module__}.{Objective.__name__}", "init_args": {"advantage": advantage}}
+    return {"model.objective": objective, "model.pillars": pillars}
+
+
+def continue_version(trainer, ckpt_path: str | None) -> bool:
+    """Give the trainer's versioned logger the version of ``ckpt_path`` when the checkpoint lies in one of its
+    ``version_N/checkpoints`` folders, so that a resumed run's curves continue in ``version_N`` (its folder held by
+    this run's lock); False when it does not."""
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    loggers = [lg for lg in trainer.loggers if isinstance(lg, (TensorBoardLogger, CSVLogger)) and lg._version is None]
+    if not ckpt_path or len(loggers) != len(trainer.loggers) or not loggers:
+        return False
+    folder = Path(ckpt_path).resolve().parent.parent
+    match = re.fullmatch(r"version_(\d+)", folder.name)
+    if not match or any(Path(lg.root_dir).resolve() != folder.parent for lg in loggers):
+        return False
+    for logger in loggers:
+        logger._version = int(match.group(1))
+    os.environ[VERSION_ENV] = match.group(1)  # processes a multi-process strategy launches log there too
+    if _is_first_process():
+        hold_lock(folder)
+    return True
+
+
 def non_finite_values(tree, prefix: str = "") -> list[tuple[str, float]]:
     """``(dotted key, value)`` of every NaN or infinite float in a nested configuration."""
     found = []
@@ -176,6 +251,11 @@ def main(args: list[str] | None = None, run: bool = True) -> CraftCLI:
     """Run the CLI. Exit status: 0 done, 1 failed, 2 invalid configuration or checkpoint, 130 stopped by Ctrl-C
     (SIGINT), 143 stopped by SIGTERM (``interrupted.ckpt`` saved either way once an RL step completed)."""
     interrupts.clear()
+    words = sys.argv[1:] if args is None else args
+    if words[:1] == ["export"]:
+        from craft_pl.tools.export import main as export_main
+
+        return export_main(words[1:])
     try:
         return _cli(args, run)
     except (CheckpointError, FolderInUse) as error:  # a bad --ckpt_path, a folder another run writes into
@@ -211,6 +291,8 @@ def _cli(args: list[str] | None, run: bool) -> CraftCLI:
         args=args,
         run=run,
         auto_configure_optimizers=False,
+        parser_kwargs={"prog": PROGRAM, "description": DESCRIPTION, "epilog": OWN_OPTIONS,
+                       **{name: {"description": f"{PROGRAM} {name}. {OWN_OPTIONS}"} for name in ("fit", "validate", "test")}},
     )
 
 
