@@ -2,6 +2,12 @@
 
 The cloned weights become the *base* of the policy: the reference policy is the warm-started model, never the
 random init. The warm start draws from its own generator, so a cached and an uncached run continue bit-identically.
+
+Behaviour cloning survives interruption: every ``SAVE_EVERY_S`` seconds, and when SIGINT or SIGTERM arrives, it
+saves its progress (weights, optimizer, generator, the pass's remaining batches, the losses) next to the cache entry
+(``<key>.partial.pt``, same key: a function of the settings) and says where in one line; the next run with the same
+settings continues from there to the same weights, bit for bit. Progress shows wherever output goes: a bar on a
+terminal, a plain line every ``PROGRESS_EVERY_S`` seconds otherwise.
 """
 
 from __future__ import annotations
@@ -10,6 +16,9 @@ import hashlib
 import json
 import logging
 import os
+import signal
+import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -24,6 +33,11 @@ from craft_pl.distributed import world
 from craft_pl.model.logprobs import pad_pairs, response_logprobs
 
 log = logging.getLogger(__name__)
+
+SAVE_EVERY_S = 60.0
+"""Seconds between saves of behaviour cloning's progress (and on SIGINT / SIGTERM)."""
+PROGRESS_EVERY_S = 30.0
+"""Seconds between the plain progress lines written when the output is not a terminal."""
 
 
 @dataclass(frozen=True)
@@ -89,16 +103,29 @@ def behaviour_clone(
     settings: WarmStart,
     pad_id: int,
     generator: torch.Generator,
+    progress_path: Path | None = None,
+    stop: list[str] | None = None,
 ) -> list[float]:
-    """Minimise the mean response-token NLL of ``rows`` (prompt ids, response ids); returns the loss per step."""
+    """Minimise the mean response-token NLL of ``rows`` (prompt ids, response ids); returns the loss per step.
+
+    With ``progress_path`` the progress is saved there every ``SAVE_EVERY_S`` seconds, and a progress file found
+    there is continued. ``stop`` (filled by ``stop_signals``) is checked after each step: a signal name there saves
+    the progress and raises ``KeyboardInterrupt`` (SIGINT) or Lightning's ``SIGTERMException`` (SIGTERM).
+    """
+    stop = [] if stop is None else stop
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr, weight_decay=0.0)
     model.train()
     lengths = [len(prompt) + len(response) for prompt, response in rows]
     losses: list[float] = []
     batches: list[list[int]] = []
-    # a bar on a terminal (tqdm's disable=None: none when output goes to a file); "warm start:" lines either way
-    bar = tqdm(total=settings.steps, desc="warm start", unit="step", leave=False,
+    if progress_path is not None and progress_path.exists():
+        losses, batches = resume_progress(progress_path, model, optimizer, generator)
+    # a bar on a terminal (tqdm's disable=None: none when output goes to a file); plain lines otherwise
+    bar = tqdm(total=settings.steps, initial=len(losses), desc="warm start", unit="step", leave=False,
                disable=None if show_progress() else True)
+    lines = show_progress() and not sys.stderr.isatty()
+    started = last_line = last_save = time.perf_counter()
+    first = len(losses)
     while len(losses) < settings.steps:
         if not batches:
             batches = length_grouped_batches(lengths, settings.batch_size, generator)
@@ -113,8 +140,77 @@ def behaviour_clone(
         losses.append(loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
         bar.update()
+        now = time.perf_counter()
+        if lines and now - last_line >= PROGRESS_EVERY_S:
+            last_line = now
+            left = (now - started) / (len(losses) - first) * (settings.steps - len(losses))
+            print(f"warm start: step {len(losses)}/{settings.steps}, loss {losses[-1]:.3f}, about {left / 60:.0f} "
+                  "min left", flush=True)
+        done = len(losses) == settings.steps
+        if progress_path is not None and not done and (stop or now - last_save >= SAVE_EVERY_S):
+            last_save = now
+            save_progress(progress_path, model, optimizer, generator, losses, batches)
+        if stop and not done:
+            bar.close()
+            where = f"progress saved to {progress_path}; the next run with the same settings continues from " \
+                    "there" if progress_path is not None else "nothing saved (warm_start.cache is false)"
+            announce(f"warm start: stopped by {stop[0]} at step {len(losses)}/{settings.steps}; {where}")
+            if stop[0] == "SIGTERM":
+                from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+                raise SIGTERMException
+            raise KeyboardInterrupt
     bar.close()
     return losses
+
+
+@contextmanager
+def stop_signals():
+    """Inside, SIGINT and SIGTERM only append their name to the yielded list (checked after each step); the
+    previous handlers come back on exit. Outside the main thread nothing changes."""
+    received: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    for number in previous:
+        signal.signal(number, lambda signum, frame: received.append(signal.Signals(signum).name))
+    try:
+        yield received
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+
+
+def save_progress(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+                  losses: list[float], batches: list[list[int]]) -> None:
+    """Behaviour cloning's state after ``len(losses)`` steps, written whole (a failed write warns, cloning goes on)."""
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+             "losses": list(losses), "batches": [list(b) for b in batches]}
+    try:
+        atomic_torch_save(state, path)
+    except WriteError as error:
+        log.warning("warm start: progress not saved, cloning goes on: %s", error)
+
+
+def resume_progress(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    generator: torch.Generator) -> tuple[list[float], list[list[int]]]:
+    """Load the progress saved at ``path`` into ``model``, ``optimizer`` and ``generator``; returns the losses so far
+    and the pass's remaining batches (nothing loaded, a warning naming the file, when it cannot be used)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        shapes = {name: tuple(value.shape) for name, value in model.state_dict().items()}
+        if {name: tuple(value.shape) for name, value in state["model"].items()} != shapes:
+            raise ValueError("its weights do not fit this model")
+        losses, batches = list(state["losses"]), [list(b) for b in state["batches"]]
+        optimizer.load_state_dict(state["optimizer"])  # checked against the parameter groups before the model
+        model.load_state_dict(state["model"])
+        generator.set_state(state["generator"])
+    except Exception as error:  # damaged, or from another model: start from step 0
+        log.warning("warm start: cannot continue from %s (%s); starting from step 0", path, error_summary(error))
+        return [], []
+    announce(f"warm start: continuing from step {len(losses)} saved in {path}")
+    return losses, batches
 
 
 def show_progress() -> bool:
@@ -169,16 +265,27 @@ def warm_start_weights(model: torch.nn.Module, rows: list[tuple[list[int], list[
     announce(f"warm start: behaviour cloning on {len(rows)} rows for {settings.steps} steps"
              + (f" (cached afterwards in {path})" if settings.cache else " (not cached: warm_start.cache is false)"))
     started = time.perf_counter()
-    losses = behaviour_clone(model, rows, settings, pad_id, generator)
-    model.eval()
-    announce(f"warm start: done in {time.perf_counter() - started:.0f} s, final loss {losses[-1]:.3f}")
+    progress = path.with_suffix(".partial.pt") if settings.cache and show_progress() else None  # the first process
+    with stop_signals() as stop:
+        losses = behaviour_clone(model, rows, settings, pad_id, generator, progress, stop)
+        model.eval()
+        announce(f"warm start: done in {time.perf_counter() - started:.0f} s, final loss {losses[-1]:.3f}")
+        _cache(model, losses, path, settings, progress)
+    if stop:  # arrived during the last step: the result is cached, the signal goes to the handler it was meant for
+        signal.raise_signal(getattr(signal, stop[0]))
+    return losses
+
+
+def _cache(model: torch.nn.Module, losses: list[float], path: Path, settings: WarmStart, progress: Path | None) -> None:
+    """Store the warm start under ``path`` (when caching) and remove its progress file."""
     if settings.cache:
         content = {"state_dict": model.state_dict(), "losses": losses}
         try:  # concurrent runs with the same settings each write their own temporary file
             atomic_torch_save({**content, "digest": tree_digests(content)}, path)
         except WriteError as error:  # the warm start is computed: a cache that cannot be written costs only time
             log.warning("warm start: not cached, training goes on: %s", error)
-    return losses
+    if progress is not None:
+        progress.unlink(missing_ok=True)
 
 
 def load_cached_weights(model: torch.nn.Module, path: Path) -> list[float] | None:
