@@ -14,7 +14,8 @@ from craft_pl.envs.search_qa.http_retriever import HTTPRetriever
 from craft_pl.envs.search_qa.privileged import PRIVILEGED_MODES, hint_text, skill_text, wrong_hint_text
 from craft_pl.envs.search_qa.question_files import load_questions
 from craft_pl.envs.search_qa.questions import DATA_SOURCES, SPLITS, QAItem, question_panel, split_of
-from craft_pl.envs.search_qa.retrieval import BM25Retriever, Retriever, format_information, load_corpus
+from craft_pl.envs.search_qa.retrieval import (BM25Retriever, Retriever, format_information, load_corpus,
+                                             world_identity)
 from craft_pl.envs.search_qa.world import World, build_world
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,8 @@ class SearchQAEnv(AgentEnv):
         self.world, bm25 = shared_world(num_entities, seed, look_alike_rate, landmark_rate)
         self.retriever = self._shared_retriever(bm25, retrieval_url, retrieval_timeout_s, retrieval_retries,
                                                 corpus_file, retrieval_total_timeout_s)
+        if isinstance(self.retriever, HTTPRetriever) and not self.question_files:  # the server must serve this world
+            self.retriever.check_world(world_identity(self.world.passages, num_entities, seed))
         self._item: QAItem | None = None
 
     @staticmethod

@@ -20,15 +20,15 @@ import threading
 import time
 import urllib.parse
 
-from craft_pl.envs.search_qa.retrieval import Retriever
+from craft_pl.envs.search_qa.retrieval import Retriever, describe_world
 from craft_pl.envs.search_qa.world import Passage
 from craft_pl.text_entry import clean, decode
 
 log = logging.getLogger(__name__)
 
 SERVER_HINT = (
-    "start one with `python -m craft_pl.envs.search_qa.server --port 8000` (BM25 over the built-in corpus, or "
-    "`--corpus wiki-18.jsonl` for yours) or Search-R1's retrieval_server.py, or point retrieval_url at a running one"
+    "start one with `python -m craft_pl.envs.search_qa.server --port 8000 --config <your config>` (BM25 over the "
+    "world the config uses, or `--corpus wiki-18.jsonl` for yours) or Search-R1's retrieval_server.py, or point retrieval_url at a running one"
 )
 
 
@@ -40,6 +40,14 @@ MAX_PASSAGE_CHARS = 16_384
 
 class RetrievalServerError(RuntimeError):
     """The retrieval server could not be reached or gave an answer that is not the Search-R1 protocol."""
+
+
+class WorldMismatch(ValueError):
+    """The retrieval server serves another corpus than the world the environment is configured for."""
+
+
+_agreed: set[tuple[str, str]] = set()
+"""(url, corpus digest) pairs already checked in this process (environments share one retriever per address)."""
 
 
 class AnswerTooLarge(Exception):
@@ -158,6 +166,38 @@ class HTTPRetriever(Retriever):
             f"retrieval server at {self.url} failed after {attempts} attempt(s) in "
             f"{time.monotonic() - started:.1f}s: {last_error}; {SERVER_HINT}"
         )
+
+    def check_world(self, expected: dict) -> None:
+        """Refuse (``WorldMismatch``, one line naming both) a server whose ``GET /health`` reports another corpus
+        digest than ``expected`` (``retrieval.world_identity`` of the configured world). A server that reports no
+        digest (Search-R1's own) or cannot be reached is not judged here: its first search says what is wrong."""
+        if (self.url, expected["corpus_digest"]) in _agreed:
+            return
+        path = self._path.split("?")[0]
+        health = (path[: -len("/retrieve")] if path.rstrip("/").endswith("/retrieve") else path.rstrip("/")) + "/health"
+        connection = self._connection_type(self._host, self._port, timeout=self.timeout_s)
+        try:
+            connection.request("GET", health)
+            response = connection.getresponse()
+            served = json.loads(response.read(1 << 16)) if response.status == 200 else {}
+        except (OSError, http.client.HTTPException, ValueError) as error:
+            log.info("retrieval server at %s: no world to compare (%s)", self.url, error)
+            return
+        finally:
+            connection.close()
+        digest = served.get("corpus_digest") if isinstance(served, dict) else None
+        if digest is None:
+            log.info("retrieval server at %s reports no corpus digest; the world it serves is not checked", self.url)
+            return
+        if digest != expected["corpus_digest"]:
+            fix = (f"`python -m craft_pl.envs.search_qa.server --num-entities {expected['num_entities']} --seed "
+                   f"{expected['seed']}` (or `--config <your config>`)" if "num_entities" in expected else
+                   "`python -m craft_pl.envs.search_qa.server --config <your config>`")
+            raise WorldMismatch(
+                f"the retrieval server at {self.url} serves another world ({describe_world(served)}) than data.env "
+                f"configures ({describe_world(expected)}); a client and a server that disagree must not train: "
+                f"serve the configured world with {fix}, or configure the server's")
+        _agreed.add((self.url, digest))
 
     def retrieve(self, queries: list[str], top_k: int) -> list[list[Passage]]:
         if not queries:

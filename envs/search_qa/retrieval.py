@@ -7,6 +7,7 @@ Search-R1-style server instead.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from abc import ABC, abstractmethod
@@ -24,6 +25,34 @@ _WORD = re.compile(r"[a-z0-9]+")
 _CACHE_LIMIT = 100_000
 MAX_CACHE_BYTES = 64 * 2**20
 """Default bound of the ranking cache's memory (64 MiB)."""
+
+
+def corpus_digest(passages: list[Passage]) -> str:
+    """What a corpus is, in 16 hex digits: a digest of every passage's id and contents, in order (a retrieval server
+    reports it, a client compares it with the corpus of the world it is configured for)."""
+    digest = hashlib.sha256()
+    for passage in passages:
+        digest.update(json.dumps([passage.doc_id, passage.contents]).encode("utf-8"))
+    return digest.hexdigest()[:16]
+
+
+def describe_world(world: dict) -> str:
+    """``1000 entities, seed 0, corpus digest 0123...`` (or the corpus file) for an identity ``world_identity`` made."""
+    where = f"corpus {world['corpus']}" if world.get("corpus") else \
+        f"{world.get('num_entities', '?')} entities, seed {world.get('seed', '?')}"
+    return f"{where}, corpus digest {world.get('corpus_digest', '?')}"
+
+
+def world_identity(passages: list[Passage], num_entities: int | None = None, seed: int | None = None,
+                   corpus: str | None = None) -> dict:
+    """What a retrieval server serves, as its ``GET /health`` reports it: the corpus digest, and the built-in world's
+    entity count and seed (or the corpus file it read)."""
+    identity: dict = {"corpus_digest": corpus_digest(passages), "passages": len(passages)}
+    if corpus is not None:
+        identity["corpus"] = corpus
+    else:
+        identity.update(num_entities=num_entities, seed=seed)
+    return identity
 
 
 def entry_bytes(key: tuple[str, ...], value: tuple) -> int:

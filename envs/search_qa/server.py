@@ -1,11 +1,14 @@
 """A Search-R1-style retrieval server over our BM25 retriever, on the standard library's ``http.server``.
 
-    python -m craft_pl.envs.search_qa.server --port 8000                       # the built-in synthetic corpus
-    python -m craft_pl.envs.search_qa.server --port 8000 --corpus wiki.jsonl    # your corpus (wiki-18 format)
+    python -m craft_pl.envs.search_qa.server --port 8000 --config configs/search_qa.yaml   # the world a config uses
+    python -m craft_pl.envs.search_qa.server --port 8000 --num-entities 1000               # a built-in world
+    python -m craft_pl.envs.search_qa.server --port 8000 --corpus wiki.jsonl               # your corpus (wiki-18)
 
 ``POST /retrieve`` takes ``{"queries": [...], "topk": k, "return_scores": bool}`` and answers
 ``{"result": [[{"document": {"id", "contents"}, "score": s}, ...], ...]}`` (bare documents without scores), as
-Search-R1's server does; ``GET /health`` answers ``{"status": "ok", "passages": n}``.
+Search-R1's server does; ``GET /health`` answers ``{"status": "ok", "passages": n, "corpus_digest": d, ...}`` with
+what it serves (the built-in world's ``num_entities`` and ``seed``, or the ``corpus`` file): a client configured for
+another world refuses to train (``HTTPRetriever.check_world``).
 
 Every request is bounded: its body (``ServerLimits.max_body_bytes``, else 413), its queries (``max_queries``, else
 413) and ``topk`` (``max_topk``, else 400); a connection silent for ``read_timeout_s`` is dropped, and so is one
@@ -19,6 +22,7 @@ off a small concurrent request.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import socket
 import sys
@@ -27,7 +31,7 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from craft_pl.envs.search_qa.retrieval import BM25Retriever, load_corpus
+from craft_pl.envs.search_qa.retrieval import BM25Retriever, load_corpus, world_identity
 from craft_pl.envs.search_qa.world import build_world
 
 _DRAIN_S = 2.0  # after refusing an oversized body, read (and drop) the rest for this long so the client sees the 413
@@ -177,8 +181,10 @@ class BoundedServer(ThreadingHTTPServer):
 
 
 def make_server(retriever: BM25Retriever, host: str = "127.0.0.1", port: int = 8000,
-                limits: ServerLimits = ServerLimits()) -> ThreadingHTTPServer:
-    """A server bound to ``(host, port)`` (port 0 = a free one; read it from ``server.server_address``)."""
+                limits: ServerLimits = ServerLimits(), identity: dict | None = None) -> ThreadingHTTPServer:
+    """A server bound to ``(host, port)`` (port 0 = a free one; read it from ``server.server_address``).
+    ``identity`` (``retrieval.world_identity``) is what ``GET /health`` reports; default: the corpus digest alone."""
+    health = {"status": "ok", **(identity or world_identity(retriever.passages, corpus="unnamed"))}
     lock = threading.Lock()  # the ranking cache is a plain dict: one query is ranked at a time
     retriever.max_cache_bytes = limits.max_cache_bytes
 
@@ -235,7 +241,7 @@ def make_server(retriever: BM25Retriever, host: str = "127.0.0.1", port: int = 8
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             if self.path.rstrip("/") == "/health":
-                self._send(200, {"status": "ok", "passages": len(retriever.passages)})
+                self._send(200, health)
             else:
                 self._send(404, {"error": f"unknown path {self.path}; use POST /retrieve or GET /health"})
 
@@ -272,6 +278,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (0 = any free port; default 8000)")
+    parser.add_argument("--config", default=None, help="serve the world of this craft_pl config's data.env (its "
+                        "num_entities, seed, rates or corpus_file), e.g. configs/search_qa.yaml")
     parser.add_argument("--corpus", default=None, help="JSONL corpus, one {id, contents='Title\\ntext'} per line")
     parser.add_argument("--num-entities", type=int, default=300, help="built-in corpus: number of entities")
     parser.add_argument("--seed", type=int, default=0, help="built-in corpus: world seed")
@@ -294,19 +302,48 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     limits = ServerLimits(args.max_body_bytes, args.max_queries, args.max_topk, args.read_timeout_s,
                           args.request_timeout_s, args.max_connections, args.max_cache_bytes)
+    if args.config:
+        world_from_config(args, parser)
     if args.corpus:
         passages = load_corpus(args.corpus)
+        identity = world_identity(passages, corpus=args.corpus)
     else:
         passages = build_world(args.num_entities, args.seed, args.look_alike_rate, args.landmark_rate).passages
-    server = make_server(BM25Retriever(passages), args.host, args.port, limits)
+        identity = world_identity(passages, args.num_entities, args.seed)
+    server = make_server(BM25Retriever(passages), args.host, args.port, limits, identity)
     host, port = server.server_address[:2]
-    print(f"serving {len(passages)} passages at http://{host}:{port}/retrieve", flush=True)
+    what = f"corpus {args.corpus}" if args.corpus else f"the built-in world of {args.num_entities} entities, seed " \
+        f"{args.seed}"
+    print(f"serving {len(passages)} passages at http://{host}:{port}/retrieve ({what}, corpus digest "
+          f"{identity['corpus_digest']})", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+
+
+def world_from_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Take the world from ``args.config``'s ``data.env.init_args`` (the keys it sets; SearchQAEnv's defaults else)."""
+    import yaml
+
+    try:
+        config = yaml.safe_load(open(args.config, encoding="utf-8"))
+        env = config["data"]["env"]
+        init_args = env.get("init_args") or {}
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as error:
+        parser.error(f"--config {args.config}: no data.env in it ({type(error).__name__}: {error}); give a Search-QA "
+                     "config such as configs/search_qa.yaml")
+    if not str(env.get("class_path", "")).endswith("SearchQAEnv"):
+        parser.error(f"--config {args.config}: data.env is {env.get('class_path')}, not SearchQAEnv; give a Search-QA "
+                     "config such as configs/search_qa.yaml")
+    from craft_pl.envs.search_qa.env import SearchQAEnv
+
+    defaults = {k: v.default for k, v in inspect.signature(SearchQAEnv.__init__).parameters.items()}
+    for key in ("num_entities", "seed", "look_alike_rate", "landmark_rate"):
+        setattr(args, key, init_args.get(key, defaults[key]))
+    args.corpus = init_args.get("corpus_file", args.corpus)
 
 
 if __name__ == "__main__":
