@@ -129,7 +129,7 @@ class Collector:
                 break
             prompts = []
             for i in active:
-                history = histories[i][len(histories[i]) - self.history_length :] if self.history_length else []
+                history = histories[i][max(0, len(histories[i]) - self.history_length) :] if self.history_length else []
                 parts = clean_parts(envs[i].prompt(trajectories[i].task, history, observations[i], turn))
                 if privileged:
                     encoded = teacher_prompt(policy, parts, trajectories[i].privileged_context, sampling.max_new_tokens)

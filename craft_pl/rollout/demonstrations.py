@@ -108,7 +108,7 @@ def _expert_episode(env: AgentEnv, expert, task: Task, history_length: int, cont
     for turn in range(env.max_turns):
         admissible = list(env.admissible_actions)
         action = expert.act(observation, admissible)
-        recent = history[len(history) - history_length :] if history_length else []
+        recent = history[max(0, len(history) - history_length) :] if history_length else []  # all, while fewer
         parts = env.prompt(task, recent, observation, turn)
         episode.append(((context + parts.render()), env.format_response(action)))
         executed = noise.replace(action, admissible) if noise is not None else None
