@@ -43,7 +43,8 @@ class EvaluationReport(Callback):
             shown = ", ".join(f"{key.split('/', 1)[1]} {value:.3f}" for key, value in metrics.items()
                               if key.count("/") == 1 and key != f"{prefix}/rl_step")
             when = f"after RL step {rl_step}" if rl_step else "before RL"
-            pl_module.print(f"{STAGE_WORDS[stage]} {when} (optimizer step {trainer.global_step}): {shown} -> {path}")
+            step = getattr(pl_module, "evaluated_step", trainer.global_step)
+            pl_module.print(f"{STAGE_WORDS[stage]} {when} (optimizer step {step}): {shown} -> {path}")
 
     @staticmethod
     def _write(trainer: pl.Trainer, prefix: str, stage: str, values=None) -> tuple[Path, int, dict] | None:
@@ -61,7 +62,8 @@ class EvaluationReport(Callback):
         else:
             path = Path(log_dir or trainer.default_root_dir) / "evaluation" / f"{prefix}_step{trainer.global_step}.json"
         rl_step = int(round(metrics.get(f"{prefix}/rl_step", trainer.current_epoch)))
-        report = {"stage": stage, "global_step": trainer.global_step, "rl_step": rl_step,
+        step = getattr(getattr(trainer, "lightning_module", None), "evaluated_step", trainer.global_step)
+        report = {"stage": stage, "global_step": step, "rl_step": rl_step,
                   "ckpt_path": str(trainer.ckpt_path) if trainer.ckpt_path else None, "metrics": dict(sorted(metrics.items()))}
         atomic_write(path, json.dumps(report, indent=2) + "\n")  # whole or not at all; WriteError names the path
         return path, rl_step, metrics

@@ -69,6 +69,8 @@ class CraftCLI(LightningCLI):
 
     def _add_subcommands(self, parser, **kwargs) -> None:
         super()._add_subcommands(parser, **kwargs)
+        for name in ("validate", "test"):  # EvaluationReport prints each evaluation in one line: no second table
+            self._subcommand_parsers[name].set_defaults(verbose=False)
         export = self.parser_class(prog=f"{PROGRAM} export", description=EXPORT_HELP + " Options: "
                                    f"{PROGRAM} export --help.")
         parser._subcommands_action.add_subcommand("export", export, help=EXPORT_HELP)

@@ -238,7 +238,7 @@ class CraftModule(pl.LightningModule):
                 self.log(key, value, on_step=False, on_epoch=True, batch_size=batch_size, add_dataloader_idx=False,
                          logger=False)
             if self.logger is not None and metrics:
-                self.logger.log_metrics({k: float(v) for k, v in metrics.items()}, step=self.global_step)
+                self.logger.log_metrics({k: float(v) for k, v in metrics.items()}, step=self.evaluated_step)
         elif kind == "rl_step":
             if self.logger is not None and metrics:
                 self.logger.log_metrics(metrics, step=self.global_step)
@@ -262,6 +262,8 @@ class CraftModule(pl.LightningModule):
         self.loss_recipe.load_state_dict(checkpoint.get("craft_pillars", {}))
         if "craft_rng" in checkpoint:
             restore_rng_states(checkpoint["craft_rng"])
+        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+        self._checkpoint_steps = (int(checkpoint.get("global_step", 0)), int(progress.get("processed", 0)))
 
     # ------------------------------------------------------------------ evaluation
     def on_train_start(self) -> None:
@@ -315,10 +317,18 @@ class CraftModule(pl.LightningModule):
 
     @property
     def completed_rl_steps(self) -> int:
-        """RL steps whose update is done (inside ``fit`` the evaluation at an epoch's end follows its update)."""
+        """RL steps whose update is done (inside ``fit`` the evaluation at an epoch's end follows its update;
+        ``validate``/``test`` do not restore the fit loop: the loaded checkpoint's count)."""
         if self.trainer.state.fn == "fit":
             return self.current_epoch + 1
-        return self.trainer.fit_loop.epoch_progress.current.processed
+        return getattr(self, "_checkpoint_steps", (0, self.trainer.fit_loop.epoch_progress.current.processed))[1]
+
+    @property
+    def evaluated_step(self) -> int:
+        """The optimizer step of the weights being evaluated (``validate``/``test``: the loaded checkpoint's)."""
+        if self.trainer.state.fn == "fit":
+            return self.global_step
+        return getattr(self, "_checkpoint_steps", (self.global_step, 0))[0]
 
     def _log_evaluation(self, prefix: str) -> None:
         episodes = max(1, len(self._evaluation[0]))

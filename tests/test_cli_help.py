@@ -25,6 +25,13 @@ def test_help_names_the_program_every_subcommand_and_the_projects_own_options(ca
     assert fit.startswith("usage: craft_pl [options] fit") and "craft_pl's own options" in fit
 
 
+def test_validate_and_test_print_no_second_table(capsys):
+    """Every evaluation is printed once, in EvaluationReport's line; Lightning's results table is off by default."""
+    for subcommand in ("validate", "test"):
+        config = yaml.safe_load(_output([subcommand, "--config", "configs/webshop.yaml", "--print_config"], capsys))
+        assert config["verbose"] is False
+
+
 def test_export_is_a_subcommand_of_the_same_command(capsys):
     assert "--output_dir" in _output(["export", "--help"], capsys)
 

@@ -87,6 +87,21 @@ def test_each_validation_one_line_one_file_one_numbering(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_validate_from_a_checkpoint_numbers_like_the_fit_that_wrote_it(tmp_path, capsys):
+    """Guards: validate/test do not restore the fit loop, so their report said step 0 and RL step 0."""
+    root = _fit(tmp_path, "run", ["--trainer.max_epochs=1"])
+    (ckpt,) = root.rglob("*.ckpt")
+    capsys.readouterr()
+    main(["validate", *[a for a in TOY_ARGS if "max_epochs" not in a], f"--trainer.default_root_dir={tmp_path / 'v'}",
+          f"--model.policy.warm_start.cache_dir={tmp_path / 'cache'}", f"--ckpt_path={ckpt}"])
+    report = json.loads(ckpt.with_suffix(".validate.json").read_text())
+    assert report["global_step"] == 2 and report["rl_step"] == report["metrics"]["val/rl_step"] == 1
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("validation ")]
+    assert len(lines) == 1 and lines[0].startswith("validation after RL step 1 (optimizer step 2): success_rate")
+    assert [s for s, _ in read_scalars(tmp_path / "v")["val/success_rate"]] == [2]
+
+
+@pytest.mark.slow
 def test_resumed_run_continues_its_tensorboard_version(tmp_path):
     root = _fit(tmp_path, "run", ["--trainer.max_epochs=1"])
     (ckpt,) = root.rglob("*.ckpt")
