@@ -6,7 +6,8 @@ Writes benchmarks/results/signal_levers.json and .md (with the machine record).
 
 Columns: student success before RL at T = 0.4 (the panel's protocol) and greedy; pass@G at the rollout temperature;
 teacher success (the same policy with the privileged hint); the policy's token entropy on the first update's rollout
-tokens (its T = 1 distribution); ``rollout/zero_std_groups`` averaged over RL steps 1-5 (before any filtering);
+tokens (its T = 1 distribution); ``rollout/zero_std_groups`` and ``rollout/distinct_responses`` averaged over RL
+steps 1-5 (before any filtering);
 success after 20 RL steps and the gain; the run's wall time (two runs sharing 2 cores, one thread each).
 """
 
@@ -34,6 +35,7 @@ def lever_row(run_dir: Path, result: dict) -> dict:
     scalars = read_scalars(run_dir)
     success = sorted(scalars.get("val/success_rate", []))
     zero_std = [v for _, v in sorted(scalars.get("rollout/zero_std_groups", []))][:5]
+    distinct = [v for _, v in sorted(scalars.get("rollout/distinct_responses", []))][:5]
     return {
         "student_t04": first(scalars, "val/success_rate"),
         "student_greedy": first(scalars, "val/success_rate_greedy"),
@@ -41,6 +43,7 @@ def lever_row(run_dir: Path, result: dict) -> dict:
         "teacher": first(scalars, "val/success_rate_privileged"),
         "entropy_first_update": first(scalars, "train/entropy"),
         "zero_std_groups_steps_1_5": sum(zero_std) / len(zero_std) if zero_std else None,
+        "distinct_responses_steps_1_5": sum(distinct) / len(distinct) if distinct else None,
         "end": success[-1][1] if len(success) > 1 else None,
         "gain": success[-1][1] - success[0][1] if len(success) > 1 else None,
         "wall_s": result.get("wall_s"),
@@ -53,7 +56,7 @@ def render(rows: dict[str, dict]) -> str:
         return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
     columns = ["student_t04", "student_greedy", "pass_at_g", "teacher", "entropy_first_update",
-               "zero_std_groups_steps_1_5", "end", "gain", "wall_s"]
+               "zero_std_groups_steps_1_5", "distinct_responses_steps_1_5", "end", "gain", "wall_s"]
     lines = ["| lever | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, row in rows.items():
         lines.append(f"| {name} | " + " | ".join(cell(row.get(c)) for c in columns) + " |")
