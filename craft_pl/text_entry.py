@@ -61,3 +61,21 @@ def clean_tree(value, entry: str, where: str = ""):
     if isinstance(value, (list, tuple)):
         return type(value)(clean_tree(v, entry, where) for v in value)
     return value
+
+
+def jsonl_rows(path, entry: str, expected: str):
+    """``(where, line number, object)`` for every non-empty line of the JSONL file ``path``, each line decoded to valid
+    UTF-8 first (``decode``); a line that is not JSON raises ``ValueError`` naming the file, the line and ``expected``
+    (what a line must be)."""
+    import json
+
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            where = f"{entry} {path}, line {number}"
+            line = decode(raw, entry, where)
+            if not line.strip():
+                continue
+            try:
+                yield where, number, json.loads(line)
+            except ValueError as error:
+                raise ValueError(f"{where} is not JSON ({error}); each line must be {expected}") from None

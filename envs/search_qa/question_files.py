@@ -8,11 +8,10 @@ as ``nq`` or ``hotpotqa``; the data source becomes the task type, so metrics com
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from craft_pl.envs.search_qa.questions import QAItem
-from craft_pl.text_entry import clean, decode
+from craft_pl.text_entry import clean, jsonl_rows
 
 SKILL_OF_SOURCE = {"nq": "single_hop", "triviaqa": "single_hop", "popqa": "attribute", "hotpotqa": "bridge",
                    "2wikimultihopqa": "bridge", "2wiki": "bridge", "musique": "bridge", "bamboogle": "bridge"}
@@ -28,18 +27,8 @@ def _rows(path: Path) -> list[tuple[str, object]]:
             raise ImportError(f"reading {path} needs pyarrow: pip install pyarrow (or convert it to JSONL)") from error
         return [(f"question file {path}, row {number}", row)
                 for number, row in enumerate(parquet.read_table(path).to_pylist())]
-    rows = []
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            where = f"question file {path}, line {number}"
-            line = decode(raw, "question file", where)
-            if not line.strip():
-                continue
-            try:
-                rows.append((where, json.loads(line)))
-            except ValueError as error:
-                raise ValueError(f"{where} is not JSON ({error}); each line must be an object with 'question' and "
-                                 "'golden_answers'") from None
+    rows = [(where, row) for where, _, row in jsonl_rows(
+        path, "question file", "an object with 'question' and 'golden_answers'")]
     return rows
 
 

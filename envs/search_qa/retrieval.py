@@ -18,7 +18,7 @@ import numpy as np
 from bm25s.stopwords import STOPWORDS_EN
 
 from craft_pl.envs.search_qa.world import Passage
-from craft_pl.text_entry import clean, decode
+from craft_pl.text_entry import clean, jsonl_rows
 
 _STOP = frozenset(STOPWORDS_EN)
 _WORD = re.compile(r"[a-z0-9]+")
@@ -137,27 +137,17 @@ def load_corpus(path: str | Path) -> list[Passage]:
     UTF-8 and lone surrogates replaced, counted: ``craft_pl.text_entry``); a line that is not such an object raises
     ``ValueError`` naming the file and the line."""
     passages = []
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            where = f"corpus {path}, line {number}"
-            line = decode(raw, "corpus", where)
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as error:
-                raise ValueError(f"{where} is not JSON ({error}); each line must be {{\"id\": ..., "
-                                 "\"contents\": \"Title\\ntext\"}") from None
-            if not isinstance(row, dict) or not isinstance(row.get("contents"), str):
-                found = type(row).__name__ if not isinstance(row, dict) else (
-                    "no 'contents'" if "contents" not in row else f"contents {type(row['contents']).__name__}")
-                raise ValueError(f"{where} has {found}; a corpus line needs a string 'contents' field (title, "
-                                 "newline, text)")
-            doc_id = row.get("id", number - 1)
-            if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):
-                raise ValueError(f"{where}: 'id' is a {type(doc_id).__name__}; give a string or an integer")
-            title, _, text = clean(row["contents"], "corpus", where).partition("\n")
-            passages.append(Passage(clean(str(doc_id), "corpus", where), title.strip().strip('"'), text.strip()))
+    for where, number, row in jsonl_rows(path, "corpus", '{"id": ..., "contents": "Title\\ntext"}'):
+        if not isinstance(row, dict) or not isinstance(row.get("contents"), str):
+            found = type(row).__name__ if not isinstance(row, dict) else (
+                "no 'contents'" if "contents" not in row else f"contents {type(row['contents']).__name__}")
+            raise ValueError(f"{where} has {found}; a corpus line needs a string 'contents' field (title, "
+                             "newline, text)")
+        doc_id = row.get("id", number - 1)
+        if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):
+            raise ValueError(f"{where}: 'id' is a {type(doc_id).__name__}; give a string or an integer")
+        title, _, text = clean(row["contents"], "corpus", where).partition("\n")
+        passages.append(Passage(clean(str(doc_id), "corpus", where), title.strip().strip('"'), text.strip()))
     return passages
 
 
