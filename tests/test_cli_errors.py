@@ -11,16 +11,22 @@ from craft_pl.cli import main, non_finite_values
 WEBSHOP = str(Path(__file__).resolve().parent.parent / "configs" / "webshop.yaml")
 
 
-def _fails_in_one_line(capsys, monkeypatch, *extra) -> str:
+def one_error_line(capsys, monkeypatch, args: list[str]) -> str:
+    """``fit`` with ``args`` must stop with exit code 2 and exactly one ``error:`` line (returned), no traceback and
+    no model built."""
     monkeypatch.setattr(craft_pl.model.Policy, "build", lambda *a, **k: pytest.fail("a model was built"))
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", WEBSHOP, *extra])
+        main(["fit", *args])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1, err
     return lines[0]
+
+
+def _fails_in_one_line(capsys, monkeypatch, *extra) -> str:
+    return one_error_line(capsys, monkeypatch, ["--config", WEBSHOP, *extra])
 
 
 @pytest.mark.parametrize("args, key, fix", [

@@ -9,9 +9,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 import craft_pl.cli
-import craft_pl.model
 from craft_pl.storage.atomic import WriteError
 from craft_pl.cli import EXIT_SIGINT, EXIT_SIGTERM, main
+from tests.test_cli_errors import one_error_line
 from tests.test_training_toy import TOY_ARGS
 from tests.toy_env import PickWordEnv
 
@@ -56,17 +56,9 @@ def test_a_signal_exits_non_zero_after_saving_the_last_step(tmp_path, capsys, si
 
 
 def _one_error_line(capsys, monkeypatch, args, env=None) -> str:
-    monkeypatch.setattr(craft_pl.model.Policy, "build", lambda *a, **k: pytest.fail("a model was built"))
     for key, value in (env or {}).items():
         monkeypatch.setenv(key, value)
-    with pytest.raises(SystemExit) as exit_info:
-        main(["fit", *TOY_ARGS, *args])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    return lines[0]
+    return one_error_line(capsys, monkeypatch, [*TOY_ARGS, *args])
 
 
 @pytest.mark.parametrize("args, env, words", [

@@ -5,9 +5,7 @@ both, and the documented server command serves the world configs/search_qa.yaml 
 import argparse
 import json
 import re
-import threading
 import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,22 +17,16 @@ from craft_pl.envs.search_qa.http_retriever import WorldMismatch
 from craft_pl.envs.search_qa.retrieval import BM25Retriever, world_identity
 from craft_pl.envs.search_qa.server import make_server, world_from_config
 from craft_pl.envs.search_qa.world import build_world
+from tests.test_search_qa_retrieval_server import _serving as serving
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-@contextmanager
 def _serving(num_entities: int, seed: int = 0):
+    """A server of the built-in world (``num_entities``, ``seed``) that reports it, serving in the background."""
     passages = build_world(num_entities, seed, 0.3, 0.3).passages
-    httpd = make_server(BM25Retriever(passages), "127.0.0.1", 0, identity=world_identity(passages, num_entities, seed))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/retrieve"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+    return serving(make_server(BM25Retriever(passages), "127.0.0.1", 0,
+                               identity=world_identity(passages, num_entities, seed)))
 
 
 def test_the_server_reports_what_it_serves():
