@@ -258,8 +258,9 @@ class RolloutDataModule(pl.LightningDataModule):
                                "craft_pl.module.connect(module, datamodule) before training (the CLI does it)")
         tasks = self._sample_tasks()
         sampling = SamplingParams(self.temperature, self.top_p, self.max_new_tokens)
+        # disable=None: a bar on a terminal only; a log file gets no carriage-return bursts
         with tqdm(total=self.environment.max_turns, desc=f"rollout {self.trainer.current_epoch}", unit="turn",
-                  leave=False, disable=self.trainer.progress_bar_callback is None) as bar:
+                  leave=False, disable=True if self.trainer.progress_bar_callback is None else None) as bar:
 
             def advance(running: int) -> None:
                 bar.set_postfix(episodes=running)

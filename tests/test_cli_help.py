@@ -67,3 +67,14 @@ def test_a_checkpoint_that_stored_null_method_keys_compares_as_the_explicit_defa
 def _parser_of_fit():
     cli = main(["--config", "configs/webshop.yaml"], run=False)  # run=False: one parser, no subcommands
     return cli.parser
+
+
+def test_class_help_through_python_dash_m_names_the_program():
+    """jsonargparse builds the class-help parser on demand from argv[0]: ``__main__.py`` must not show through."""
+    import subprocess
+    import sys
+
+    shown = subprocess.run([sys.executable, "-m", "craft_pl", "fit", "--model.objective.help",
+                            "craft_pl.objective.Objective"], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert shown.stdout.startswith("usage: craft_pl ") and "--model.objective.kl_coef" in shown.stdout

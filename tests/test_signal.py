@@ -150,3 +150,18 @@ def test_the_warm_start_signal_is_greedy_success_and_pass_at_g(tiny_policy):
     assert signal["val/success_rate_greedy"] == words.count("apple") / len(words)
     assert signal["val/pass_at_g"] == (words.count("apple") + words.count("brick")) / len(words)
     assert RolloutDataModule(env=lambda: PickWordEnv(), val_signal=False).data_facts().signal_at_start is None
+
+
+def test_a_rollout_step_writes_no_bar_into_a_log_file(tiny_policy, capsys):
+    """With a progress bar configured and stderr not a terminal (a log file), the rollout bar stays silent."""
+    from types import SimpleNamespace
+
+    from craft_pl.datamodule import RolloutDataModule
+
+    data = RolloutDataModule(env=lambda: PickWordEnv(max_turns=2), tasks_per_step=2, group_size=2, val_tasks=2,
+                             engine=AlternatingEngine(), val_signal=False)
+    data.connect(tiny_policy, LossRecipe(Objective(distill_coef=0.0), []))
+    data.trainer = SimpleNamespace(current_epoch=0, progress_bar_callback=object())
+    data.setup("fit")
+    capsys.readouterr()
+    assert data.rl_step() and "\r" not in capsys.readouterr().err
