@@ -107,8 +107,13 @@ def _deterministic_like(name: str, p: torch.Tensor) -> torch.Tensor:
 
 
 def _worker(rank: int, world: int, port: int, out: str, quantization: str | None) -> None:
+    import faulthandler
+
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
+
+    # a native abort (gloo, a kernel) leaves its Python stack in a file the parent reports
+    faulthandler.enable(open(f"{out}.rank{rank}.log", "w"), all_threads=True)
 
     from craft_pl.distributed import shard_model
     from craft_pl.rollout.engine import HFEngine, SamplingParams
@@ -135,11 +140,26 @@ def _worker(rank: int, world: int, port: int, out: str, quantization: str | None
 
 
 def _two_processes(tmp_path, quantization=None):
+    """Rank 0's loss and gradients. A process that dies of a signal (once in CI: SIGABRT in the NF4 case, not
+    reproduced in 15 runs here) is reported with the Python stacks of both ranks and retried once, on a new port;
+    a second death fails the test. A wrong value never gets a second try: the comparisons run on the result."""
+    import warnings
+
     import torch.multiprocessing as mp
 
-    out = str(tmp_path / "two.pt")
-    mp.start_processes(_worker, args=(2, _free_port(), out, quantization), nprocs=2, start_method="spawn", join=True)
-    return torch.load(out)
+    for attempt in (1, 2):
+        out = str(tmp_path / f"two{attempt}.pt")
+        try:
+            mp.start_processes(_worker, args=(2, _free_port(), out, quantization), nprocs=2, start_method="spawn",
+                               join=True)
+            return torch.load(out)
+        except mp.ProcessExitedException as error:
+            stacks = "\n".join(Path(f"{out}.rank{rank}.log").read_text(errors="replace")[-3000:] for rank in (0, 1)
+                               if Path(f"{out}.rank{rank}.log").exists())
+            if attempt == 2:
+                raise AssertionError(f"a rank died twice: {error}\n{stacks}") from error
+            warnings.warn(f"two-process run {quantization or 'full precision'}: {error}; retried once. Stacks:\n"
+                          f"{stacks}")
 
 
 @pytest.mark.slow
