@@ -16,36 +16,58 @@ ACTION = re.compile(r"\s*<think>[^<]*</think>\s*<action>\s*(\d{1,4})\s*</action>
 followed by a character it cannot match, so a failed match backtracks in linear time."""
 
 
-class Bisect(Expert):
-    """Guess the middle of what the feedback still allows."""
+RANGE = re.compile(r"it is from (\d+) to (\d+)")
+
+
+def still_possible(observation: str) -> tuple[int, int]:
+    """The range the feedback still allows, as every observation states it."""
+    low, high = RANGE.search(observation).groups()
+    return int(low), int(high)
+
+
+class Explorer(Expert):
+    """A valid but slow player: guesses any number the feedback still allows, uniformly (seeded). The warm start
+    imitates it, so the student starts with a spread-out policy that wins often but not always; RL can find that
+    guessing the middle wins more."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = random.Random(seed)
 
     def reset(self, instruction: str) -> None:
-        self.low, self.high = 1, int(instruction.split()[-1].rstrip("."))
-        self.guess = None
+        pass
 
     def act(self, observation: str, admissible_actions: list[str]) -> str:
-        if self.guess is not None and "too low" in observation:
-            self.low = self.guess + 1
-        elif self.guess is not None and "too high" in observation:
-            self.high = self.guess - 1
-        self.guess = (self.low + self.high) // 2
-        return str(self.guess)
+        low, high = still_possible(observation)
+        return str(self.rng.randint(low, high))
+
+
+class Bisect(Expert):
+    """Guesses the middle of what the feedback still allows: the privileged context's skill."""
+
+    def reset(self, instruction: str) -> None:
+        pass
+
+    def act(self, observation: str, admissible_actions: list[str]) -> str:
+        low, high = still_possible(observation)
+        return str((low + high) // 2)
 
 
 class GuessNumberEnv(AgentEnv):
-    """Find a secret number in 1..N; each guess is answered "too low", "too high" or "correct" (reward 10)."""
+    """Find a secret number in 1..N; each guess is answered "too low", "too high" or "correct" (reward 10), and
+    every observation states the range still possible ("8 is too low; it is from 9 to 16")."""
 
-    def __init__(self, max_number: int = 16, max_turns: int = 5, invalid_action_penalty: float = 0.1) -> None:
+    def __init__(self, max_number: int = 16, max_turns: int = 4, invalid_action_penalty: float = 0.1) -> None:
         """
         Args:
             max_number: Largest secret; tasks of type ``small`` use half of it, ``large`` all of it.
-            max_turns: Guesses per episode (bisection needs log2(max_number) + 1).
+            max_turns: Guesses per episode. Bisection finds 2^k - 1 numbers in k guesses (15 of 16 in 4); guessing
+                uniformly in the range still possible wins about 71% of 1..16 and 1..8 tasks in 4.
             invalid_action_penalty: Subtracted by the trainer per malformed response.
         """
         super().__init__(max_turns, invalid_action_penalty)  # checks and keeps the arguments every game has
         if not isinstance(max_number, int) or max_number < 2:
             raise ValueError(f"GuessNumberEnv: max_number={max_number!r} is invalid; use an int >= 2")
-        self.max_number, self.secret = max_number, 0
+        self.max_number, self.secret, self.low, self.high = max_number, 0, 1, max_number
 
     def task_panel(self, split: str, size: int, seed: int) -> list[Task]:
         rng = random.Random(f"guess/{split}/{seed}")
@@ -63,7 +85,8 @@ class GuessNumberEnv(AgentEnv):
 
     def start(self, task: Task) -> str:
         self.secret = task.payload
-        return "no guess yet"
+        self.low, self.high = 1, int(task.instruction.split()[-1].rstrip("."))
+        return f"no guess yet; it is from {self.low} to {self.high}"
 
     def transition(self, action: str | None) -> StepResult:
         """One guess (``AgentEnv.step`` counts the turns and ends the episode at ``max_turns``)."""
@@ -71,7 +94,12 @@ class GuessNumberEnv(AgentEnv):
             return StepResult("invalid answer", 0.0, False, {"valid_action": False, "won": False, "score": 0.0})
         guess = int(action)
         won = guess == self.secret
-        feedback = "correct" if won else f"{guess} is too {'low' if guess < self.secret else 'high'}"
+        if guess < self.secret:
+            self.low = max(self.low, guess + 1)
+        elif guess > self.secret:
+            self.high = min(self.high, guess - 1)
+        feedback = "correct" if won else (f"{guess} is too {'low' if guess < self.secret else 'high'}; "
+                                          f"it is from {self.low} to {self.high}")
         return StepResult(feedback, 10.0 * won, won, {"valid_action": True, "won": won, "score": float(won)})
 
     @property
@@ -95,7 +123,10 @@ class GuessNumberEnv(AgentEnv):
         return f"<think>ok</think><action>{action}</action>"
 
     def make_expert(self) -> Expert:
-        return Bisect()
+        return Explorer()
+
+    def make_privileged_expert(self) -> Expert:
+        return Bisect()  # demonstrations whose prompt carries the skill follow it
 
     def privileged_context(self, task: Task) -> str:
         return "Skill: guess the middle of the numbers still possible; too low -> go higher, too high -> go lower.\n"
