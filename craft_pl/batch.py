@@ -148,6 +148,10 @@ class RolloutBatch:
     step_stats: dict[str, float] = field(default_factory=dict)
     """The RL step's rollout statistics and timings, carried to the learner by the step's first mini-batch only
     (empty on every other mini-batch and on any selection of rows)."""
+    temperature: float = 1.0
+    """The rollout temperature: every log-prob of these responses (old, reference, teacher, the update's) is taken
+    from logits divided by it, so that the PPO ratio compares the distribution that sampled them (verl does the
+    same). 1.0 for greedy rollouts."""
 
     @property
     def num_rows(self) -> int:

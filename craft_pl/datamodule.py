@@ -110,7 +110,8 @@ class RolloutDataModule(pl.LightningDataModule):
             group_size: G, sibling rollouts per task (GRPO group).
             history_length: Past (observation, action) pairs shown in each prompt.
             max_new_tokens: Longest response per turn; longer generations are invalid actions.
-            temperature: Rollout sampling temperature.
+            temperature: Rollout sampling temperature; every log-prob of the rollout's responses (old, reference,
+                teacher, the update's) is taken at it (logits / T), so the PPO ratio compares what was sampled.
             top_p: Rollout nucleus sampling mass.
             ppo_epochs: Passes over the step's rows.
             num_mini_batches: Mini-batches (= optimizer steps) per PPO epoch.

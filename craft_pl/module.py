@@ -155,7 +155,8 @@ class CraftModule(pl.LightningModule):
             scores, _ = self.policy.token_scores(micro.prompt_ids, micro.response_ids, "policy", with_entropy=True,
                                                  top_k=self.loss_recipe.logits_top_k,
                                                  width=micro.response_mask.shape[1],
-                                                 full_distribution=self.loss_recipe.needs_full_distribution)
+                                                 full_distribution=self.loss_recipe.needs_full_distribution,
+                                                 temperature=batch.temperature)
             if micro.old_logp is None:
                 micro.old_logp = scores.logp.detach()
             result = self.loss_recipe.loss(micro, scores.logp, scores.entropy, logits=scores)

@@ -73,7 +73,7 @@ class ResponseScores:
 
 
 def response_scores(model: torch.nn.Module, batch: PairBatch, with_entropy: bool = False, top_k: int = 0,
-                    full: bool = False) -> ResponseScores:
+                    full: bool = False, temperature: float = 1.0) -> ResponseScores:
     """Log-prob of each response token and, optionally, the entropy and the top-k competing logits.
 
     The LM head runs only at the ``R + 1`` last positions (``logits_to_keep``), never at the prompt's."""
@@ -87,15 +87,18 @@ def response_scores(model: torch.nn.Module, batch: PairBatch, with_entropy: bool
         logits_to_keep=width + 1,
     )
     return scores_from_logits(outputs.logits[:, -width - 1 : -1], batch.response_ids.to(device),
-                              batch.response_mask.to(device), with_entropy, top_k, full)
+                              batch.response_mask.to(device), with_entropy, top_k, full, temperature)
 
 
 def scores_from_logits(logits: torch.Tensor, response_ids: torch.Tensor, mask: torch.Tensor, with_entropy: bool,
-                       top_k: int, full: bool = False) -> ResponseScores:
+                       top_k: int, full: bool = False, temperature: float = 1.0) -> ResponseScores:
     """``ResponseScores`` from the logits ``[rows, R, vocab]`` that predict ``response_ids [rows, R]`` (with the
-    whole log-softmax when ``full``)."""
+    whole log-softmax when ``full``). Log-probs and entropy are those of ``softmax(logits / temperature)``, the
+    distribution a rollout at that temperature samples from; ``sampled_logit`` and ``top_logits`` stay raw."""
+    if not temperature > 0:
+        raise ValueError(f"scoring temperature must be > 0, got {temperature}")
     logits = logits.float()
-    log_probs = F.log_softmax(logits, dim=-1)
+    log_probs = F.log_softmax(logits if temperature == 1.0 else logits / temperature, dim=-1)
     token_logp = log_probs.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
     scores = ResponseScores(logp=torch.where(mask, token_logp, torch.zeros_like(token_logp)))
     if with_entropy:
@@ -115,7 +118,7 @@ def scores_from_logits(logits: torch.Tensor, response_ids: torch.Tensor, mask: t
 
 def shared_prompt_scores(model: torch.nn.Module, prompt_ids: list[list[int]], response_ids: list[list[int]],
                          pad_id: int, with_entropy: bool = False, top_k: int = 0,
-                         full: bool = False) -> ResponseScores | None:
+                         full: bool = False, temperature: float = 1.0) -> ResponseScores | None:
     """``response_scores`` with each distinct prompt run once: its KV cache is indexed to the rows that share it
     (G siblings share their prompt) and the responses run after it. The same computation up to float rounding;
     None when the model keeps no cache here (activation checkpointing while training), for the caller to fall back.
@@ -153,18 +156,21 @@ def shared_prompt_scores(model: torch.nn.Module, prompt_ids: list[list[int]], re
             cache=cache, use_cache=True,
         )
         logits = torch.cat([logits, follow.logits], dim=1)
-    return scores_from_logits(logits, responses, response_mask, with_entropy, top_k, full)
+    return scores_from_logits(logits, responses, response_mask, with_entropy, top_k, full, temperature)
 
 
 def score_pairs(model: torch.nn.Module, prompt_ids: list[list[int]], response_ids: list[list[int]], pad_id: int,
-                with_entropy: bool = False, top_k: int = 0, full: bool = False) -> ResponseScores:
+                with_entropy: bool = False, top_k: int = 0, full: bool = False,
+                temperature: float = 1.0) -> ResponseScores:
     """Scores of (prompt, response) pairs: through ``shared_prompt_scores`` when a prompt repeats (and the layers
     keep a cache), else one padded forward (``response_scores``)."""
     if len({tuple(p) for p in prompt_ids}) < len(prompt_ids) and not _checkpointing(model):
-        scores = shared_prompt_scores(model, prompt_ids, response_ids, pad_id, with_entropy, top_k, full)
+        scores = shared_prompt_scores(model, prompt_ids, response_ids, pad_id, with_entropy, top_k, full,
+                                      temperature)
         if scores is not None:
             return scores
-    return response_scores(model, pad_pairs(prompt_ids, response_ids, pad_id), with_entropy, top_k, full)
+    return response_scores(model, pad_pairs(prompt_ids, response_ids, pad_id), with_entropy, top_k, full,
+                           temperature)
 
 
 def _checkpointing(model: torch.nn.Module) -> bool:

@@ -291,6 +291,7 @@ class Policy(torch.nn.Module):
         with_entropy: bool = False,
         micro_batch_size: int | None = None,
         width: int | None = None,
+        temperature: float = 1.0,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """Per-token log-probs ``[rows, R]`` of responses given prompts, entropy (optional) and response mask.
 
@@ -298,9 +299,10 @@ class Policy(torch.nn.Module):
         response may not reach), else the longest response. Rows are scored ``micro_batch_size`` at a time (rows of
         similar length together) and re-assembled in order; a prompt that several rows of a micro-batch share runs once
         (within ~1e-6 of one padded forward; not under activation checkpointing, whose layers keep no cache). Gradients flow when
-        enabled by the caller.
+        enabled by the caller. ``temperature``: the rollout temperature the log-probs are taken at (logits / T).
         """
-        scores, mask = self.token_scores(prompt_ids, response_ids, which, with_entropy, 0, micro_batch_size, width)
+        scores, mask = self.token_scores(prompt_ids, response_ids, which, with_entropy, 0, micro_batch_size, width,
+                                         temperature=temperature)
         return scores.logp, scores.entropy, mask
 
     def token_scores(
@@ -313,6 +315,7 @@ class Policy(torch.nn.Module):
         micro_batch_size: int | None = None,
         width: int | None = None,
         full_distribution: bool = False,
+        temperature: float = 1.0,
     ) -> tuple[ResponseScores, torch.Tensor]:
         """Like ``token_logprobs`` with everything ``response_scores`` gives (top-k competing logits, or the whole
         next-token distribution ``log_probs [rows, R, vocab]``, when asked)."""
@@ -335,7 +338,8 @@ class Policy(torch.nn.Module):
             for start in range(0, rows, size):
                 chunk = order[start : start + size] if order else range(start, min(rows, start + size))
                 chunks.append(score_pairs(module, [prompt_ids[r] for r in chunk], [response_ids[r] for r in chunk],
-                                          self.tokenizer.pad_token_id, with_entropy, top_k, full_distribution))
+                                          self.tokenizer.pad_token_id, with_entropy, top_k, full_distribution,
+                                          temperature))
 
         def joined(name: str) -> torch.Tensor | None:
             parts = [getattr(chunk, name) for chunk in chunks]

@@ -106,6 +106,7 @@ class ExperienceMaker:
             trajectories = informative_first(drawn, len(tasks), group_size)
             tasks = [group[0].task for group in groups_of(trajectories).values()]
         batch, texts = rows_from_trajectories(trajectories, env.invalid_action_penalty)
+        batch.temperature = scoring_temperature(sampling)
         with timers("scoring"):
             score_logprobs(policy, batch, recipe.needs_reference_logp, self.scoring_batch_size,
                            with_old=recipe.reads_old_logp_in_prepare or not one_update)
@@ -202,10 +203,15 @@ def score_logprobs(policy, batch: RolloutBatch, with_reference: bool, micro_batc
     its own forward) and, when asked, reference log-probs (adapters off)."""
     if with_old:
         batch.old_logp, _, _ = policy.token_logprobs(batch.prompt_ids, batch.response_ids, "policy",
-                                                     micro_batch_size=micro_batch_size)
+                                                     micro_batch_size=micro_batch_size, temperature=batch.temperature)
     if with_reference:
         batch.ref_logp, _, _ = policy.token_logprobs(batch.prompt_ids, batch.response_ids, "reference",
-                                                     micro_batch_size=micro_batch_size)
+                                                     micro_batch_size=micro_batch_size, temperature=batch.temperature)
+
+
+def scoring_temperature(sampling: SamplingParams) -> float:
+    """The temperature every log-prob of a rollout's responses is taken at: the rollout's (greedy rollouts: 1.0)."""
+    return sampling.temperature if sampling.temperature > 0 else 1.0
 
 
 def with_privileged_contexts(texts: TurnTexts, tasks: list[Task], env: AgentEnv) -> TurnTexts:
@@ -236,7 +242,7 @@ def score_teacher(policy, batch: RolloutBatch, texts: TurnTexts, max_new_tokens:
         truncated += teacher.cut or teacher.history_dropped > text.history_dropped
         teacher_prompts.append(teacher.ids)
     scores, _ = policy.token_scores(teacher_prompts, batch.response_ids, "teacher", micro_batch_size=micro_batch_size,
-                                    full_distribution=full_distribution)
+                                    full_distribution=full_distribution, temperature=batch.temperature)
     batch.teacher_logp = scores.logp
     if full_distribution:
         batch.extras["teacher_log_probs"] = scores.log_probs
