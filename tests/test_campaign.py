@@ -88,6 +88,30 @@ def test_the_reported_number_comes_from_the_test_panel_and_comparisons_are_paire
     assert float(rows["grpo"]["mean"]) == pytest.approx((by_seed[("grpo", 0)] + by_seed[("grpo", 1)]) / 2)
 
 
+@pytest.mark.slow
+def test_the_warm_start_arm_is_the_policy_before_rl_on_the_same_panels(tmp_path, monkeypatch):
+    """PC1's arm: the warm-started policy evaluated with no RL step; its validation success is the RL arm's own
+    validation before RL (same warm start, same panel, same evaluation stream), and it pairs with the RL arm."""
+    monkeypatch.chdir(REPO)
+    campaign = Campaign.load(_campaign(tmp_path, {"grpo": ["configs/method/grpo.yaml"]}, baseline="grpo", test=True,
+                                       warm_start_arm="warm_start", comparisons=[["grpo", "warm_start"]],
+                                       overrides=["--trainer.max_epochs=1", "--data.test_tasks=6"]))
+    records = {(r["method"], r["seed"]): r for r in run_campaign(campaign)}
+    assert set(records) == {(m, s) for m in ("warm_start", "grpo") for s in (0, 1)}
+    for seed in (0, 1):
+        start, rl = records[("warm_start", seed)], records[("grpo", seed)]
+        assert start["status"] == "ok" and "--ckpt_path" not in start["test_command"]
+        assert start["curve"] == [(0, rl["curve"][0][1])] and start["final_success"] == rl["curve"][0][1]
+        assert start["test_metrics"]["test/success_rate"] == start["test_success"]
+        assert not list((tmp_path / "runs" / "smoke" / "toy" / "warm_start").rglob("*.ckpt"))  # never trained
+    diff = [records[("grpo", s)]["test_success"] - records[("warm_start", s)]["test_success"] for s in (0, 1)]
+    table = (tmp_path / "results" / "smoke" / "results.md").read_text()
+    assert f"| toy | grpo - warm_start | 2 | {sum(diff) / 2:+.3f} |" in table
+    with pytest.raises(ValueError, match="warm_start_arm 'grpo' is also a method"):
+        Campaign.load(_campaign(tmp_path, {"grpo": ["configs/method/grpo.yaml"]}, baseline="grpo",
+                                warm_start_arm="grpo"))
+
+
 def test_unknown_methods_and_configs_fail_before_any_run(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     with pytest.raises(ValueError, match="config file configs/method/no_such_method.yaml does not exist"):

@@ -7,7 +7,8 @@ and the others go on. The analysis is fixed in advance: final validation success
 deviation, 95% confidence interval over seeds) and the paired difference against the baseline method, per seed,
 plus any pre-registered ``comparisons`` (pairs of methods). With ``test: true`` each run is then evaluated once on the
 held-out test panel (``test`` with its final checkpoint) and that number, not the validation panel's, is the one
-reported: selection may look at validation, the reported number never has.
+reported: selection may look at validation, the reported number never has. With ``warm_start_arm`` the warm-started
+policy itself joins the grid as one more arm (evaluated, never trained), so that what RL adds is a paired comparison.
 """
 
 from __future__ import annotations
@@ -66,6 +67,10 @@ class Campaign:
     validation."""
     comparisons: list[list[str]] = field(default_factory=list)
     """Pre-registered paired differences ``[a, b]`` (a - b per seed, with its 95% CI), beside the baseline column."""
+    warm_start_arm: str | None = None
+    """The name of an extra arm, per environment and seed: the warm-started policy itself, with no RL step, evaluated
+    on the same panels (``validate``, and ``test`` with ``test: true``, both without a checkpoint; environment configs
+    and ``overrides`` only). Pair it with an RL arm in ``comparisons`` (``[grpo, warm_start]``: what RL adds)."""
 
     @classmethod
     def load(cls, path: str | Path) -> "Campaign":
@@ -88,8 +93,11 @@ class Campaign:
         problems = []
         if not self.environments or not self.methods or not self.seeds:
             problems.append("a campaign needs at least one environment, one method and one seed")
-        if self.baseline is not None and self.baseline not in self.methods:
-            problems.append(f"baseline {self.baseline!r} is not one of the methods {sorted(self.methods)}")
+        arms = set(self.methods) | ({self.warm_start_arm} if self.warm_start_arm else set())
+        if self.warm_start_arm in self.methods:
+            problems.append(f"warm_start_arm {self.warm_start_arm!r} is also a method; give it another name")
+        if self.baseline is not None and self.baseline not in arms:
+            problems.append(f"baseline {self.baseline!r} is not one of the methods {sorted(arms)}")
         for group, entries in (("environment", self.environments), ("method", self.methods)):
             for name, configs in entries.items():
                 for config in configs:
@@ -98,8 +106,8 @@ class Campaign:
         if self.parallel < 1:
             problems.append(f"parallel must be >= 1, got {self.parallel}")
         for pair in self.comparisons:
-            if not isinstance(pair, list) or len(pair) != 2 or any(m not in self.methods for m in pair):
-                problems.append(f"comparison {pair!r} must be two of the methods {sorted(self.methods)}")
+            if not isinstance(pair, list) or len(pair) != 2 or any(m not in arms for m in pair):
+                problems.append(f"comparison {pair!r} must be two of the methods {sorted(arms)}")
         if len(set(self.seeds)) != len(self.seeds):
             problems.append(f"seeds must be distinct, got {self.seeds}")
         if problems:
@@ -114,9 +122,10 @@ class Campaign:
         return Path(self.results_dir) / self.name
 
     def runs(self) -> list[Run]:
+        methods = {**({self.warm_start_arm: []} if self.warm_start_arm else {}), **self.methods}
         return [Run(env, method, seed, tuple(env_configs + method_configs), self.run_root / env / method / f"seed{seed}")
                 for env, env_configs in self.environments.items()
-                for method, method_configs in self.methods.items()
+                for method, method_configs in methods.items()
                 for seed in self.seeds]
 
     def fit_arguments(self, run: Run, command: str = "fit") -> list[str]:
@@ -159,6 +168,8 @@ def execute(campaign: Campaign, run: Run) -> dict:
         if previous.get("status") == "ok":  # fitted before ``test`` was asked for: only the test is left
             return _write(result_path, {**previous, **evaluate_on_test_panel(campaign, run)})
     run.directory.mkdir(parents=True, exist_ok=True)
+    if run.method == campaign.warm_start_arm:
+        return _write(result_path, evaluate_warm_start(campaign, run))
     args = campaign.fit_arguments(run)
     checkpoint = _resume_checkpoint(run.directory)
     if checkpoint is not None:
@@ -218,6 +229,34 @@ def evaluate_on_test_panel(campaign: Campaign, run: Run) -> dict:
     metrics = json.loads(report.read_text())["metrics"]
     return {"test_success": metrics["test/success_rate"], "test_command": f"python -m craft_pl {' '.join(args)}",
             "test_metrics": metrics}
+
+
+def evaluate_warm_start(campaign: Campaign, run: Run) -> dict:
+    """The warm-started policy with no RL step: ``validate`` (its validation success, the curve's one point at RL
+    step 0) and, with ``test: true``, ``test`` on the held-out panel; each without a checkpoint, in its own folder."""
+    started = time.time()
+    record = {"run": run.name, "environment": run.environment, "method": run.method, "seed": run.seed}
+    print(f"[campaign] start {run.name} (the warm start, no RL)", flush=True)
+    for stage, prefix in [("validate", "val")] + ([("test", "test")] if campaign.test else []):
+        args = campaign.fit_arguments(run, stage)
+        args[args.index(f"--trainer.default_root_dir={run.directory}")] = \
+            f"--trainer.default_root_dir={run.directory / stage}"
+        code = call_craft_pl(campaign, run, args)
+        reports = sorted((run.directory / stage).rglob(f"{prefix}_step0.json"), key=lambda p: p.stat().st_mtime)
+        if code != 0 or not reports:
+            return {**record, "status": "failed", "exit_code": code, "error": f"{stage}: " + log_tail(run),
+                    "wall_s": round(time.time() - started, 1)}
+        metrics = json.loads(reports[-1].read_text())["metrics"]
+        if stage == "validate":
+            record.update(command=f"python -m craft_pl {' '.join(args)}", curve=[(0, metrics["val/success_rate"])],
+                          final_success=metrics["val/success_rate"])
+        else:
+            record.update(test_success=metrics["test/success_rate"], test_metrics=metrics,
+                          test_command=f"python -m craft_pl {' '.join(args)}")
+    record.update(status="ok", wall_s=round(time.time() - started, 1))
+    print(f"[campaign] ok {run.name}: val success {record['final_success']:.3f}"
+          + (f", test success {record['test_success']:.3f}" if "test_success" in record else ""), flush=True)
+    return record
 
 
 def run_campaign(campaign: Campaign, check_configs: bool = True) -> list[dict]:
