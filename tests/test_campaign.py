@@ -131,7 +131,8 @@ def test_confidence_interval_uses_student_t():
     assert ci == pytest.approx(4.303 * 0.02 / 3 ** 0.5)
 
 
-@pytest.mark.parametrize("name", ["ablation_webshop_cpu", "paper_gpu", "smoke", "distill_sweep_cpu", "teacher_harm_webshop"])
+@pytest.mark.parametrize("name", ["ablation_webshop_cpu", "paper_gpu", "smoke", "distill_sweep_cpu", "teacher_harm_webshop",
+                                  "pc_distill_select_webshop"])
 def test_shipped_campaigns_load(name, monkeypatch):
     monkeypatch.chdir(REPO)
     campaign = Campaign.load(f"configs/campaigns/{name}.yaml")
