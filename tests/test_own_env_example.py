@@ -44,6 +44,7 @@ def test_the_game_states_the_range_and_bisection_beats_the_demonstrator(examples
     """The example's promise: the warm start imitates a player who guesses anywhere in the range still possible
     (it wins often, not always); the skill in the privileged context (bisection) wins nearly always."""
     from guess_number import GuessNumberEnv
+    from guess_number.env import still_possible
 
     env = GuessNumberEnv(max_number=16, max_turns=4)
     tasks = env.task_panel("val", 200, 0)
@@ -61,7 +62,10 @@ def test_the_game_states_the_range_and_bisection_beats_the_demonstrator(examples
     assert bisect_wins >= 0.95 * len(tasks)  # 15 of 16 secrets of 1..16 and all of 1..8 in 4 guesses
     assert 0.55 * len(tasks) < explorer_wins < 0.85 * len(tasks)  # about 0.71 in expectation
     assert env.parse_action("<action>3</action>") == (None, False)
-    assert not env.step(None).info["valid_action"]
+    env.reset(tasks[0])
+    top = 16 if tasks[0].task_type == "large" else 8
+    after_invalid = env.step(None)  # a malformed answer costs a guess but keeps the range in the next observation
+    assert not after_invalid.info["valid_action"] and still_possible(after_invalid.observation) == (1, top)
 
 
 @pytest.mark.slow

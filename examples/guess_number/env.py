@@ -91,7 +91,8 @@ class GuessNumberEnv(AgentEnv):
     def transition(self, action: str | None) -> StepResult:
         """One guess (``AgentEnv.step`` counts the turns and ends the episode at ``max_turns``)."""
         if action is None:
-            return StepResult("invalid answer", 0.0, False, {"valid_action": False, "won": False, "score": 0.0})
+            return StepResult(f"invalid answer; it is from {self.low} to {self.high}", 0.0, False,
+                              {"valid_action": False, "won": False, "score": 0.0})
         guess = int(action)
         won = guess == self.secret
         if guess < self.secret:
