@@ -9,6 +9,7 @@ from craft_pl.model.logprobs import scores_from_logits
 from craft_pl.objective import Objective
 from craft_pl.rollout.engine import HFEngine, SamplingParams
 from craft_pl.rollout.experience import ExperienceMaker
+from craft_pl.rollout.prompts import teacher_prompt
 from tests.test_signal import _tasks
 from tests.toy_env import PickWordEnv
 
@@ -26,8 +27,14 @@ def test_old_and_reference_log_probs_equal_the_samplers_at_the_rollout_temperatu
     torch.testing.assert_close(batch.ref_logp[mask], batch.sampling_logp[mask], atol=2e-5, rtol=0)
     at_one, _, _ = tiny_policy.token_logprobs(batch.prompt_ids, batch.response_ids, "policy")
     assert (at_one[mask] - batch.sampling_logp[mask]).abs().max() > 1e-2  # what scoring at 1.0 got wrong
-    teacher_at_one, _, _ = tiny_policy.token_logprobs([p for p in batch.prompt_ids], batch.response_ids, "teacher")
-    assert not torch.allclose(batch.teacher_logp[mask], teacher_at_one[mask])
+    # the teacher's prompts (privileged context + student prompt), scored at T: the batch's teacher log-probs
+    texts = [experience.texts[key] for key in zip(batch.trajectory_ids.tolist(), batch.turn_index.tolist())]
+    teacher_prompts = [teacher_prompt(tiny_policy, t.prompt_parts, t.privileged_context, 16).ids for t in texts]
+    teacher_at_t, _, _ = tiny_policy.token_logprobs(teacher_prompts, batch.response_ids, "teacher",
+                                                   temperature=temperature)
+    teacher_at_one, _, _ = tiny_policy.token_logprobs(teacher_prompts, batch.response_ids, "teacher")
+    torch.testing.assert_close(batch.teacher_logp[mask], teacher_at_t[mask], atol=2e-5, rtol=0)
+    assert (batch.teacher_logp[mask] - teacher_at_one[mask]).abs().max() > 1e-2
 
 
 def test_scores_divide_the_logits_for_log_probs_and_entropy_only():
