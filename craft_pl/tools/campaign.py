@@ -128,11 +128,13 @@ class Campaign:
                 for method, method_configs in methods.items()
                 for seed in self.seeds]
 
-    def fit_arguments(self, run: Run, command: str = "fit") -> list[str]:
+    def fit_arguments(self, run: Run, command: str = "fit", root: Path | None = None) -> list[str]:
+        """The run's command line; ``root`` (default the run's directory) is where its logs and reports go."""
         args = [command]
         for config in run.configs:  # a config file, or a ``--key=value`` argument of this method / environment
             args += [config] if config.startswith("--") else ["--config", config]
-        return args + [f"--seed_everything={run.seed}", f"--trainer.default_root_dir={run.directory}", *self.overrides]
+        return args + [f"--seed_everything={run.seed}", f"--trainer.default_root_dir={root or run.directory}",
+                       *self.overrides]
 
 
 def check_runs_parse(campaign: Campaign) -> None:
@@ -220,8 +222,7 @@ def evaluate_on_test_panel(campaign: Campaign, run: Run) -> dict:
     checkpoints = sorted(run.directory.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
     if not checkpoints:
         return {"status": "failed", "error": "test: the run left no checkpoint (trainer.enable_checkpointing?)"}
-    args = campaign.fit_arguments(run, "test") + [f"--ckpt_path={checkpoints[-1]}"]
-    args[args.index(f"--trainer.default_root_dir={run.directory}")] = f"--trainer.default_root_dir={run.directory / 'test'}"
+    args = campaign.fit_arguments(run, "test", root=run.directory / "test") + [f"--ckpt_path={checkpoints[-1]}"]
     code = call_craft_pl(campaign, run, args)
     report = checkpoints[-1].with_suffix(".test.json")
     if code != 0 or not report.exists():
@@ -238,9 +239,7 @@ def evaluate_warm_start(campaign: Campaign, run: Run) -> dict:
     record = {"run": run.name, "environment": run.environment, "method": run.method, "seed": run.seed}
     print(f"[campaign] start {run.name} (the warm start, no RL)", flush=True)
     for stage, prefix in [("validate", "val")] + ([("test", "test")] if campaign.test else []):
-        args = campaign.fit_arguments(run, stage)
-        args[args.index(f"--trainer.default_root_dir={run.directory}")] = \
-            f"--trainer.default_root_dir={run.directory / stage}"
+        args = campaign.fit_arguments(run, stage, root=run.directory / stage)
         code = call_craft_pl(campaign, run, args)
         reports = sorted((run.directory / stage).rglob(f"{prefix}_step0.json"), key=lambda p: p.stat().st_mtime)
         if code != 0 or not reports:
