@@ -63,3 +63,18 @@ class EpisodeMetrics(Metric):
                 metrics[f"{p}/success_rate/{task_type}"] = float(self.type_wins[index] / self.type_episodes[index])
                 metrics[f"{p}/episodes/{task_type}"] = float(self.type_episodes[index])
         return metrics
+
+
+def success_by_hint(trajectories: list[Trajectory], task_types: list[str], hint_is_reliable,
+                    prefix: str) -> dict[str, float]:
+    """Success rate over the episodes whose task's privileged hint is correct (``"reliable"``) and over the others
+    (``"unreliable"``), each only where it has episodes (``hint_is_reliable``: ``AgentEnv.hint_is_reliable``). The
+    sums are the metric's, so under DDP each process passes its own episodes and the rates are of the whole panel."""
+    rates = {}
+    for name, reliable in (("reliable", True), ("unreliable", False)):
+        part = EpisodeMetrics(task_types, prefix)
+        part.update([t for t in trajectories if hint_is_reliable(t.task) == reliable])
+        rate = part.compute().get(f"{prefix}/success_rate")
+        if rate is not None:
+            rates[name] = rate
+    return rates

@@ -18,7 +18,7 @@ from craft_pl.batch import DataFacts, RolloutBatch, Trajectory
 from craft_pl.checkpointing import (DIGEST_KEY, checkpoint_digest, compact_state_dict, complete_state_dict,
                                     restore_rng_states, rng_states, verify_checkpoint)
 from craft_pl.distributed import rank_zero_first, shard_policy, sum_across_ranks
-from craft_pl.evaluation import EpisodeMetrics
+from craft_pl.evaluation import EpisodeMetrics, success_by_hint
 from craft_pl.loss import LossRecipe
 from craft_pl.model import Policy
 from craft_pl.objective import Objective
@@ -308,12 +308,8 @@ class CraftModule(pl.LightningModule):
             stats[f"{prefix}/success_rate_privileged"] = privileged[f"{prefix}/success_rate"]
             stats[f"{prefix}/score_privileged"] = privileged[f"{prefix}/score"]
         if len(self._evaluation) > 1:
-            for name, reliable in (("reliable", True), ("unreliable", False)):
-                part = EpisodeMetrics(task_types, prefix)  # computed on every process, so a sum across them
-                part.update([t for t in self._evaluation[1] if self.data_facts.hint_is_reliable(t.task) == reliable])
-                rate = part.compute().get(f"{prefix}/success_rate")
-                if rate is not None:
-                    stats[f"{prefix}/success_rate_privileged_{name}"] = rate
+            split = success_by_hint(self._evaluation[1], task_types, self.data_facts.hint_is_reliable, prefix)
+            stats.update({f"{prefix}/success_rate_privileged_{name}": rate for name, rate in split.items()})
         return stats
 
     @property

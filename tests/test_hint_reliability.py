@@ -21,6 +21,7 @@ from craft_pl.envs.base import hint_draw
 from craft_pl.envs.search_qa import SearchQAEnv
 from craft_pl.envs.search_qa.privileged import hint_text as search_hint_text
 from craft_pl.envs.webshop import WebShopEnv
+from craft_pl.evaluation import success_by_hint
 from craft_pl.loss import LossRecipe
 from craft_pl.module import CraftModule
 from craft_pl.objective import Objective
@@ -278,6 +279,14 @@ def test_the_rl_step_logs_the_share_of_correct_hints_and_its_teacher_sees_the_wr
     contexts = {text.task_id: text.privileged_context for text in experience.texts.values()}
     assert contexts == {t.task_id: env.privileged_context(t) for t in tasks}
     assert any(contexts[t.task_id] != env.true_privileged_context(t) for t, ok in zip(tasks, reliable) if not ok)
+    for name, ok in (("reliable", True), ("unreliable", False)):  # the student's own episodes, split the same way
+        episodes = [t.won for t in experience.trajectories if env.hint_is_reliable(t.task) == ok]
+        assert len(episodes) == 2 * reliable.count(ok)
+        assert experience.stats[f"rollout/success_rate_{name}"] == sum(episodes) / len(episodes)
+    full = SearchQAEnv(num_entities=200, privileged="hint")  # every hint correct: nothing to split
+    experience = maker.make(tiny_policy, tasks, 2, SamplingParams(1.0, 1.0, 16), torch.Generator().manual_seed(0),
+                            recipe, full)
+    assert not any(key.startswith("rollout/success_rate_") and key.endswith("reliable") for key in experience.stats)
 
 
 def _episode(task: Task, won: bool) -> Trajectory:
@@ -305,3 +314,17 @@ def test_validation_splits_privileged_success_by_hint_reliability():
     assert "val/success_rate_privileged_unreliable" not in CraftModule._evaluation_stats(module, "val")
     module._evaluation = [plain, []]  # no privileged run: no split
     assert not any("privileged" in key for key in CraftModule._evaluation_stats(module, "val"))
+
+
+def test_success_by_hint_splits_episodes_by_whether_their_tasks_hint_is_correct():
+    env = SearchQAEnv(num_entities=200, privileged="hint", hint_reliability=0.5)
+    tasks = env.task_panel("train", 24, 0)
+    episodes = [_episode(t, env.hint_is_reliable(t) != (i % 4 == 0)) for i, t in enumerate(tasks)]
+    split = success_by_hint(episodes, env.task_types, env.hint_is_reliable, "rollout")
+    for name, ok in (("reliable", True), ("unreliable", False)):
+        part = [e.won for e in episodes if env.hint_is_reliable(e.task) == ok]
+        assert 0 < len(part) < len(episodes)
+        assert split[name] == pytest.approx(sum(part) / len(part))
+    assert split["reliable"] != split["unreliable"]  # the draw makes the two shares differ: a swap would show
+    only_reliable = [e for e in episodes if env.hint_is_reliable(e.task)]
+    assert set(success_by_hint(only_reliable, env.task_types, env.hint_is_reliable, "rollout")) == {"reliable"}

@@ -29,7 +29,7 @@ import torch
 
 from craft_pl.batch import RolloutBatch, Task, Trajectory, TurnText, TurnTexts, anchor_ids, state_ids
 from craft_pl.envs.base import AgentEnv
-from craft_pl.evaluation import EpisodeMetrics
+from craft_pl.evaluation import EpisodeMetrics, success_by_hint
 from craft_pl.rollout.collector import Collector
 from craft_pl.rollout.engine import GenerationEngine, SamplingParams
 from craft_pl.rollout.prompts import teacher_prompt
@@ -113,6 +113,9 @@ class ExperienceMaker:
         stats = rollout_stats(drawn, batch, env.task_types, sampling.max_new_tokens)
         if refill is not None:
             stats["rollout/gen_batches"] = float(gen_batches)
+        if env.privileged == env.hint_mode and env.hint_reliability < 1.0:  # where the teacher is wrong, on purpose
+            split = success_by_hint(drawn, env.task_types, env.hint_is_reliable, "rollout")
+            stats.update({f"rollout/success_rate_{name}": rate for name, rate in split.items()})
         if recipe.needs_teacher_logp:
             with timers("teacher_scoring"):
                 texts = with_privileged_contexts(texts, tasks, env)
