@@ -46,10 +46,12 @@ class CreditScore:
     """Share of valid tokens with CTI != 0 and A != 0 where sign(CTI) = -sign(A) (docs/methods.md#what-the-estimator-measures)."""
 
 
-def run_pillar(batch: RolloutBatch, grouping: str, baseline: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The real pillar on ``batch``: per-row CTI, validity and credit (one token per row), each ``[rows]``."""
+def run_pillar(batch: RolloutBatch, grouping: str, baseline: str,
+               **pillar_args) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The real pillar on ``batch``: per-row CTI, validity and credit (one token per row), each ``[rows]``;
+    ``pillar_args`` (e.g. ``ess_min``, ``fallback``) go to the pillar as they are."""
     pillar = CounterfactualTokenImportance(grouping=grouping, cti_baseline=baseline,
-                                          align="turn_token" if grouping == "anchor" else "flat")
+                                          align="turn_token" if grouping == "anchor" else "flat", **pillar_args)
     objective = Objective(kl_coef=0.0, distill_coef=0.01, gate_beta=5.0)
     pillar.prepare(batch)
     terms = objective.terms(batch, batch.old_logp, torch.zeros_like(batch.old_logp))

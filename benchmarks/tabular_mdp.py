@@ -66,6 +66,23 @@ def default_mdp() -> TabularMDP:
     return TabularMDP(transitions, success, student, teacher)
 
 
+def rare_goal_mdp() -> TabularMDP:
+    """The same four states, but the goal is rare and the teacher's effect there small: state 1 ("on track") holds
+    6-11% of the student's mass at t >= 1 and the teacher improves it by less than 0.01, while state 2, where the
+    teacher harms, holds 32-55%. Few groups then have n_min same-state siblings in the goal state, so what a token
+    without a valid CTI gets (the pillar's ``fallback``) decides most of its credit."""
+    transitions = torch.tensor([
+        [[0.0, 0.12, 0.58, 0.30], [0.0, 0.04, 0.66, 0.30], [0.0, 0.0, 0.4, 0.6]],
+        [[0.0, 0.9, 0.1, 0.0], [0.0, 0.86, 0.12, 0.02], [0.0, 0.82, 0.12, 0.06]],
+        [[0.0, 0.10, 0.65, 0.25], [0.0, 0.05, 0.7, 0.25], [0.0, 0.04, 0.36, 0.6]],
+        [[0.0, 0.0, 0.3, 0.7], [0.0, 0.0, 0.1, 0.9], [0.0, 0.0, 0.0, 1.0]],
+    ], dtype=torch.float64)
+    base = default_mdp()
+    teacher = base.teacher.clone()
+    teacher[1] = torch.tensor([0.6, 0.25, 0.15], dtype=torch.float64)
+    return TabularMDP(transitions, base.success, base.student, teacher)
+
+
 def exact(mdp: TabularMDP) -> ExactValues:
     """Backward induction for V and Q, forward propagation for d_t, and the per-state teacher effect."""
     states, actions, _ = mdp.transitions.shape

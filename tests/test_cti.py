@@ -311,6 +311,8 @@ def test_credit_modes_on_a_hand_computed_case():
         assert not out.credit.requires_grad
         assert all(getattr(out, k) is v for k, v in before.items() if k != "credit")
         assert torch.equal(credit_from_cti(gate, cti, valid, 0.5, mode), out.credit)
+        none = _pillar(credit_mode=mode, kappa=0.5, fallback="none").transform(LossTerms(**before), batch).credit
+        assert torch.equal(none[valid], out.credit[valid]) and torch.equal(none[~valid], torch.zeros(1))
 
 
 def test_pillar_dead_zone_gives_zero_credit_on_tiny_cti():
@@ -385,7 +387,7 @@ def test_non_trivial_credit_through_objective_and_mini_batches():
 @pytest.mark.parametrize("kwargs", [{"tau": 0.0}, {"gap_clip": -1.0}, {"kappa": float("inf")}, {"n_min": 0},
                                     {"ess_min": -0.5}, {"dead_zone": -1e-3}, {"align": "token"},
                                     {"credit_mode": "gate"}, {"cti_baseline": "mean"}, {"sibling_advantage": "turn"},
-                                    {"gap_source": "ref"}])
+                                    {"gap_source": "ref"}, {"fallback": "zero"}])
 def test_bad_arguments_name_the_argument(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         _pillar(**kwargs)

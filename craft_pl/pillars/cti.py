@@ -13,7 +13,7 @@ For group b, trajectory i and aligned position t (notation of docs/methods.md):
     valid_t^(i)= (t active for i) ∧ |J_t^{-i}| >= n_min ∧ ESS_t^(i) >= ess_min
 
 The signed credit that replaces the SDAR gate g as distillation weight is, where valid (default ``gate_tanh``),
-``c = g · tanh(CTI / κ)``; where not valid it falls back to ``c = g`` (plain SDAR). What the estimator measures
+``c = g · tanh(CTI / κ)``; where not valid it falls back to ``c = g`` (plain SDAR; ``fallback: none``: c = 0). What the estimator measures
 (docs/methods.md#what-the-estimator-measures): at τ = 1 Ā converges to "draw the action at t from the teacher, continue on-policy"; G = 2 carries
 no teacher information (the one sibling has weight 1); with binary rewards sign(CTI) = -sign(A^(i)).
 
@@ -38,6 +38,7 @@ from craft_pl.pillars.cti_estimator import (  # noqa: F401 - re-exported
     SIBLING_ADVANTAGES,
     GAP_SOURCES,
     CHUNK_ELEMENTS,
+    FALLBACKS,
     Align,
     CreditMode,
     Baseline,
@@ -96,6 +97,7 @@ class CounterfactualTokenImportance(CreditPillar):
         gap_source: Literal["old", "sampling"] = "old",
         dead_zone: float = 1e-6,
         grouping: Grouping = "group",
+        fallback: Literal["gate", "none"] = "gate",
     ) -> None:
         """
         Args:
@@ -112,6 +114,8 @@ class CounterfactualTokenImportance(CreditPillar):
             gap_source: Gap Δ = teacher_logp minus old_logp ("old") or minus sampling_logp ("sampling").
             dead_zone: |CTI| below dead_zone × the group's max |A| (1 if that is 0) counts as 0 (credit 0).
             grouping: Siblings: the whole group, or ("anchor") only rows of the same turn and state; align turn(_token).
+            fallback: Credit of a token without a valid CTI: the plain SDAR gate g ("gate"), or 0 ("none": no
+                distillation on it; with ``grouping: anchor`` that is every token without n_min same-state siblings).
         """
         super().__init__(enabled)
         for arg, value in (("tau", tau), ("gap_clip", gap_clip), ("kappa", kappa)):
@@ -125,7 +129,7 @@ class CounterfactualTokenImportance(CreditPillar):
         for arg, value, allowed in (("align", align, ALIGNS), ("credit_mode", credit_mode, CREDIT_MODES),
                                     ("cti_baseline", cti_baseline, BASELINES),
                                     ("sibling_advantage", sibling_advantage, SIBLING_ADVANTAGES),
-                                    ("gap_source", gap_source, GAP_SOURCES)):
+                                    ("gap_source", gap_source, GAP_SOURCES), ("fallback", fallback, FALLBACKS)):
             if value not in allowed:
                 raise ValueError(f"cti.{arg} must be one of {allowed}, got {value!r}")
         if grouping not in GROUPINGS:
@@ -145,6 +149,7 @@ class CounterfactualTokenImportance(CreditPillar):
         self.gap_source = gap_source
         self.dead_zone = float(dead_zone)
         self.grouping = grouping
+        self.fallback = fallback
         self._metrics: dict[str, float] = {}
 
     # -------------------------------------------------------------------------------------------- prepare
@@ -259,7 +264,7 @@ class CounterfactualTokenImportance(CreditPillar):
         width = gate.shape[1]
         cti = _fit_width(batch.extras["cti"], width, 0.0).to(device=gate.device)
         valid = _fit_width(batch.extras["cti_valid"], width, False).to(device=gate.device)
-        terms.credit = credit_from_cti(gate, cti, valid, self.kappa, self.credit_mode)
+        terms.credit = credit_from_cti(gate, cti, valid, self.kappa, self.credit_mode, self.fallback)
         return terms
 
     def metrics(self) -> dict[str, float]:

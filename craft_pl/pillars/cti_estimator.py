@@ -19,6 +19,7 @@ CREDIT_MODES = ("gate_tanh", "tanh", "signed_gate", "gate_sign")
 BASELINES = ("self", "group_loo")
 SIBLING_ADVANTAGES = ("trajectory", "row")
 GAP_SOURCES = ("old", "sampling")
+FALLBACKS = ("gate", "none")
 
 CHUNK_ELEMENTS = 1 << 24
 """Largest [groups, G, G, T] weight tensor built at once by the pillar (groups are independent, so chunking over
@@ -136,13 +137,15 @@ def counterfactual_token_importance(
 
 
 def credit_from_cti(gate: torch.Tensor, cti: torch.Tensor, valid: torch.Tensor, kappa: float,
-                    mode: CreditMode = "gate_tanh") -> torch.Tensor:
+                    mode: CreditMode = "gate_tanh", fallback: str = "gate") -> torch.Tensor:
     """The signed per-token credit c ``[rows, tokens]`` from the gate g and CTI (all ``[rows, tokens]``).
 
     Where ``valid``: ``gate_tanh`` c = g·tanh(CTI/κ); ``tanh`` c = tanh(CTI/κ);
-    ``signed_gate`` c = (2g-1)·tanh(CTI/κ); ``gate_sign`` c = g·sign(CTI). Elsewhere c = g (the plain SDAR gate).
-    Detached.
+    ``signed_gate`` c = (2g-1)·tanh(CTI/κ); ``gate_sign`` c = g·sign(CTI). Elsewhere ``fallback``: ``gate``
+    c = g (the plain SDAR gate), ``none`` c = 0 (no distillation on that token). Detached.
     """
+    if fallback not in FALLBACKS:
+        raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
     cti = cti.to(gate.dtype)
     if mode == "gate_tanh":
         signed = gate * torch.tanh(cti / kappa)
@@ -154,7 +157,8 @@ def credit_from_cti(gate: torch.Tensor, cti: torch.Tensor, valid: torch.Tensor, 
         signed = gate * torch.sign(cti)
     else:
         raise ValueError(f"credit_mode must be one of {CREDIT_MODES}, got {mode!r}")
-    return torch.where(valid, signed, gate).detach()
+    otherwise = gate if fallback == "gate" else torch.zeros_like(gate)
+    return torch.where(valid, signed, otherwise).detach()
 
 
 # ------------------------------------------------------------------------------------------ rows <-> groups
