@@ -7,7 +7,8 @@ Usage:
 
 Each seed runs ``python -m craft_pl fit --config <configs...> --seed_everything <seed>`` in its own directory under
 ``benchmarks/runs/<name>/seed<k>`` and the script reads its TensorBoard scalars: validation success right after the
-warm start (step 0), at the end, with privileged context after the warm start, the valid-action ratio, the success
+warm start (step 0; also greedy where the environment runs that diagnostic), at the end, with privileged context
+after the warm start, the valid-action ratio, the collapse diagnostics at the start and the end, the success
 per task type / data source at the start and the end (with each type's episode count on the panel), and the wall
 time. It writes
 ``benchmarks/results/<name>.json`` and ``.md``. With ``--parallel N`` the seeds run N at a time, each with
@@ -122,6 +123,8 @@ def main() -> None:
                 results[seed].update(summarise(runs_root / f"seed{seed}"))
                 print(json.dumps({seed: results[seed]}), flush=True)
     gains = [r["end"] - r["start"] for r in results.values() if r.get("end") is not None]
+    best_start_gains = [r["end"] - max(r["start"], r["start_greedy"]) for r in results.values()
+                        if r.get("end") is not None and r.get("start_greedy") is not None]
     privileged_gaps = [r["start_privileged"] - r["start"] for r in results.values()
                        if r.get("start_privileged") is not None]
     types = sorted({kind for r in results.values() for kind in r.get("per_type", {})})
@@ -136,6 +139,8 @@ def main() -> None:
         "runs": results,
         "gain_mean": statistics.mean(gains) if gains else None,
         "gain_std": statistics.stdev(gains) if len(gains) > 1 else None,
+        "gain_over_best_start_mean": statistics.mean(best_start_gains) if best_start_gains else None,
+        "gain_over_best_start_std": statistics.stdev(best_start_gains) if len(best_start_gains) > 1 else None,
         "privileged_gap_mean": statistics.mean(privileged_gaps) if privileged_gaps else None,
         "per_type_gain_mean": per_type_gain,
         "machine_record": previous["machine_record"] if args.report_only else machine_record(),
@@ -152,6 +157,9 @@ def main() -> None:
                      f"{r.get('wall_s')} |")
     lines += ["", f"mean gain {summary['gain_mean']}, std {summary['gain_std']}; mean privileged gap "
                   f"{summary['privileged_gap_mean']}"]
+    if best_start_gains:
+        lines += ["", f"gain over the better of the warm start's sampled and greedy success: mean "
+                      f"{summary['gain_over_best_start_mean']}, std {summary['gain_over_best_start_std']}"]
     if types:
         lines += ["", "| task type | episodes per panel | " + " | ".join(f"seed {s} start -> end" for s in sorted(results))
                   + " | mean gain |", "|---|---|" + "---|" * len(results) + "---|"]
