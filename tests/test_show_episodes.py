@@ -1,0 +1,22 @@
+"""``craft_pl.tools.show_episodes``: which episodes it prints (``N``, ``ONLY``), and a bad ``ONLY`` fails before any
+model loads."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from craft_pl.tools import show_episodes
+
+
+def test_only_lost_or_won_keeps_the_order_and_the_count():
+    episodes = [SimpleNamespace(name=i, won=i % 3 == 0) for i in range(10)]
+    assert [t.name for t in show_episodes.chosen(episodes, "lost", 4)] == [1, 2, 4, 5]
+    assert [t.name for t in show_episodes.chosen(episodes, "won", 12)] == [0, 3, 6, 9]
+    assert [t.name for t in show_episodes.chosen(episodes, "", 3)] == [0, 1, 2]
+
+
+def test_a_bad_only_names_the_choices_before_validation_starts(monkeypatch):
+    monkeypatch.setenv("ONLY", "failed")
+    monkeypatch.setattr(show_episodes, "craft_pl_main", lambda args: pytest.fail("validation ran"))
+    with pytest.raises(SystemExit, match="ONLY=lost, ONLY=won"):
+        show_episodes.main()
