@@ -19,6 +19,8 @@ import yaml
 
 OLD_GRPO_DEFAULTS = {"gigpo_omega": 1.0, "gigpo_gamma": 0.95, "gigpo_norm": "mean_std_norm"}
 PILLAR_RENAMES = {"sibling_advantage": "advantage"}
+PILLAR_KNOBS_ADDED_LATER = {"fallback": "gate"}
+"""Pillar knobs added later, at the value that reproduces what the arm ran with before them."""
 IGNORED_TOP_LEVEL = ("config", "evaluation_report")
 REMOVED_LEGACY_KNOBS = (("model", "policy", "init_args", "share_prompt_scoring"),
                         ("data", "engine", "init_args", "share_prefill"))
@@ -61,7 +63,8 @@ def _old_pillar_layout(pillars: list[dict] | None) -> list[dict] | None:
         return None
     kept = []
     for pillar in pillars:
-        args = {PILLAR_RENAMES.get(k, k): v for k, v in (pillar.get("init_args") or {}).items()}
+        args = {PILLAR_RENAMES.get(k, k): v for k, v in (pillar.get("init_args") or {}).items()
+                if k not in PILLAR_KNOBS_ADDED_LATER or v != PILLAR_KNOBS_ADDED_LATER[k]}
         if args.get("enabled", True):
             kept.append({"class_path": pillar["class_path"], "init_args": dict(sorted(args.items()))})
     return sorted(kept, key=lambda p: p["class_path"])

@@ -19,6 +19,8 @@ CONDITIONAL = {  # documented tags a short toy run cannot show, with the conditi
     "rollout/gen_batches": "data.dynamic_sampling: true",
     "train/nonfinite_losses": "a non-finite loss",
     "val/success_rate_privileged_unreliable": "hints wrong on some tasks",
+    "rollout/success_rate_reliable": "hint_reliability < 1",
+    "rollout/success_rate_unreliable": "hint_reliability < 1",
     "pillar/controller/activity_target": "more RL steps than the controller's warmup_steps",
 }
 
