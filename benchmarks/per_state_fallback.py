@@ -19,12 +19,22 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from benchmarks.per_state_credit import run_pillar
-from benchmarks.tabular_mdp import TabularMDP, default_mdp, exact, rare_goal_mdp, rollout_batch, sample_groups
+from benchmarks.tabular_mdp import (
+    ExactValues,
+    TabularMDP,
+    default_mdp,
+    exact,
+    rare_goal_mdp,
+    rollout_batch,
+    sample_groups,
+)
+from craft_pl.batch import RolloutBatch
 
 RESULT = Path(__file__).resolve().parent / "results" / "per_state_credit.md"
 MODELS = {"default": default_mdp, "rare goal": rare_goal_mdp}
@@ -33,16 +43,30 @@ PAIRS = [(1.5, "gate"), (1.5, "none"), (0.0, "gate"), (0.0, "none")]
 SECTION = "## Every token the loss uses: `ess_min` and `fallback`"
 
 
-def used_token_scores(mdp: TabularMDP, groups: int, group_size: int, seed: int,
-                      ess_min: float, fallback: str) -> tuple[list[float], list[float], list[float]]:
+@dataclass
+class Sample:
+    """One seeded sample of student groups on a model, with the model's exact values (shared by every pair)."""
+
+    truth: ExactValues
+    batch: RolloutBatch
+    states: torch.Tensor
+    """State of each row ``[rows]``."""
+
+
+def sample(mdp: TabularMDP, groups: int, group_size: int, seed: int) -> Sample:
+    episodes = sample_groups(mdp, groups, group_size, torch.Generator().manual_seed(seed))
+    return Sample(exact(mdp), rollout_batch(mdp, episodes), episodes.states.reshape(-1))
+
+
+def used_token_scores(drawn: Sample, ess_min: float,
+                      fallback: str) -> tuple[list[float], list[float], list[float]]:
     """Per decision step t: the share of d_t whose mean credit over every token of (s, t) has the sign of e(s, t),
     the share of tokens with a valid CTI, and the mean credit over the tokens of the state where the teacher harms
     most (e < 0 with the largest mass at t; NaN when no state at t has e < 0)."""
-    truth = exact(mdp)
-    episodes = sample_groups(mdp, groups, group_size, torch.Generator().manual_seed(seed))
-    batch = rollout_batch(mdp, episodes)
-    states, turns = episodes.states.reshape(-1), batch.turn_index
+    truth, batch, states = drawn.truth, drawn.batch, drawn.states
+    batch.extras = {}
     _, valid, credit = run_pillar(batch, "anchor", "group_loo", ess_min=ess_min, fallback=fallback)
+    turns = batch.turn_index
     horizon, num_states = truth.state_mass.shape
     right, coverage, harm_credit = [], [], []
     for t in range(horizon):
@@ -59,19 +83,22 @@ def used_token_scores(mdp: TabularMDP, groups: int, group_size: int, seed: int,
         coverage.append(float((at_t & valid).sum()) / max(1, int(at_t.sum())))
         harmed = [(float(truth.state_mass[t, s]), s) for s in range(num_states)
                   if truth.teacher_effect[t, s] < 0 and truth.state_mass[t, s] > 0]
-        members = at_t & (states == max(harmed)[1]) if harmed else at_t & False
-        harm_credit.append(float(credit[members].double().mean()) if bool(members.any()) else float("nan"))
+        members = at_t & (states == max(harmed)[1]) if harmed else None
+        harm_credit.append(float(credit[members].double().mean()) if members is not None and bool(members.any())
+                           else float("nan"))
     return right, coverage, harm_credit
 
 
 def study(groups: int, seeds: list[int], sizes: list[int]) -> dict:
-    """{(model, G, ess_min, fallback): (min-over-seeds score per t, mean coverage per t, mean harm-state credit)}."""
+    """{(model, G, ess_min, fallback): (min-over-seeds score per t, mean coverage per t, mean harm-state credit)};
+    one sample per (model, G, seed), scored by every pair."""
     results = {}
     for name, make in MODELS.items():
         mdp = make()
         for size in sizes:
+            samples = [sample(mdp, groups, size, seed) for seed in seeds]
             for ess_min, fallback in PAIRS:
-                runs = [used_token_scores(mdp, groups, size, seed, ess_min, fallback) for seed in seeds]
+                runs = [used_token_scores(drawn, ess_min, fallback) for drawn in samples]
                 right = [min(values) for values in zip(*(run[0] for run in runs))]
                 coverage = [sum(values) / len(values) for values in zip(*(run[1] for run in runs))]
                 harm = [sum(values) / len(values) for values in zip(*(run[2] for run in runs))]

@@ -230,10 +230,16 @@ class AgentEnv(ABC):
         self.hint_reliability = float(hint_reliability)
         self.hint_seed = hint_seed
 
+    @property
+    def hints_may_mislead(self) -> bool:
+        """Whether some tasks' privileged context is a wrong hint (``privileged == hint_mode`` and
+        ``hint_reliability`` < 1)."""
+        return self.privileged == self.hint_mode and self.hint_reliability < 1.0
+
     def hint_is_reliable(self, task: Task) -> bool:
         """Whether ``task``'s privileged hint is correct: ``hint_draw(task id, hint_seed) < hint_reliability``. Always
         true for other contexts than ``hint_mode`` (skills) and for environments without the setting."""
-        if self.privileged != self.hint_mode or self.hint_reliability >= 1.0:
+        if not self.hints_may_mislead:
             return True
         return hint_draw(task.task_id, self.hint_seed) < self.hint_reliability
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from benchmarks.per_state_credit import evaluate
-from benchmarks.per_state_fallback import used_token_scores
+from benchmarks.per_state_fallback import sample, used_token_scores
 from benchmarks.tabular_mdp import default_mdp, exact
 from craft_pl.batch import RolloutBatch
 from craft_pl.objective import Objective
@@ -194,10 +194,9 @@ def test_fallback_none_gives_no_distillation_to_tokens_without_same_state_siblin
 def test_on_every_used_token_only_fallback_none_keeps_the_harmed_states_credit_negative():
     """The exact model's state 2 (the teacher harms there): with the gate fallback the tokens without same-state
     siblings keep pulling toward the teacher, and the state's mean credit over all its tokens turns positive."""
-    mdp = default_mdp()
+    drawn = sample(default_mdp(), groups=800, group_size=8, seed=0)
     for fallback, sign in (("gate", 1.0), ("none", -1.0)):
-        right, coverage, harm = used_token_scores(mdp, groups=800, group_size=8, seed=0, ess_min=1.5,
-                                                  fallback=fallback)
+        right, coverage, harm = used_token_scores(drawn, ess_min=1.5, fallback=fallback)
         assert all(0.5 < c < 0.9 for c in coverage[1:])                  # some tokens fall back at t >= 1
         assert all(h * sign > 0 for h in harm[1:]), (fallback, harm)
     assert min(right[1:]) == pytest.approx(1.0)  # fallback none: the mean credit has the right sign on all the mass

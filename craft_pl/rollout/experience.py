@@ -113,7 +113,7 @@ class ExperienceMaker:
         stats = rollout_stats(drawn, batch, env.task_types, sampling.max_new_tokens)
         if refill is not None:
             stats["rollout/gen_batches"] = float(gen_batches)
-        if env.privileged == env.hint_mode and env.hint_reliability < 1.0:  # where the teacher is wrong, on purpose
+        if env.hints_may_mislead:  # the student's success where the teacher is wrong, on purpose, and elsewhere
             split = success_by_hint(drawn, env.task_types, env.hint_is_reliable, "rollout")
             stats.update({f"rollout/success_rate_{name}": rate for name, rate in split.items()})
         if recipe.needs_teacher_logp:

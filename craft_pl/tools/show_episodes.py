@@ -18,16 +18,20 @@ import craft_pl.evaluation as evaluation
 from craft_pl.cli import main as craft_pl_main
 
 
-def chosen(episodes: list, only: str, count: int) -> list:
-    """The first ``count`` of ``episodes``, only the lost or only the won ones when ``only`` says so."""
+def check_only(only: str) -> None:
     if only not in ("", "lost", "won"):
         raise SystemExit(f"ONLY={only!r}: use ONLY=lost, ONLY=won, or leave it unset for every episode")
+
+
+def chosen(episodes: list, only: str, count: int) -> list:
+    """The first ``count`` of ``episodes``, only the lost or only the won ones when ``only`` says so."""
+    check_only(only)
     return [t for t in episodes if not only or t.won == (only == "won")][:count]
 
 
 def main() -> None:
     only = os.environ.get("ONLY", "")
-    chosen([], only, 0)  # a bad ONLY fails before any model loads
+    check_only(only)  # before any model loads
     seen = []
     update = evaluation.EpisodeMetrics.update
 
