@@ -200,8 +200,8 @@ class DataFacts:
     task_types: list[str]
     has_privileged_context: bool
     group_size: int
-    demonstrations: Callable[[int, float, float], list[tuple[str, str]]]
-    """``(count, privileged_fraction, recovery_rate) -> [(prompt text, response text)]``: expert demonstrations for
+    demonstrations: Callable[[int, float, float, float], list[tuple[str, str]]]
+    """``(count, privileged_fraction, recovery_rate, recovery_run) -> [(prompt text, response text)]``: expert demonstrations for
     the warm start and the tokenizer corpus."""
     evaluate: Callable[[], list[list[Trajectory]]]
     """Runs the validation panel now: ``[plain episodes, privileged episodes (empty when not run)]``."""

@@ -235,10 +235,10 @@ class RolloutDataModule(pl.LightningDataModule):
         return float(self.environment.eval_temperature)
 
     def demonstrations(self, count: int, privileged_fraction: float = 0.0,
-                       recovery_rate: float = 0.0) -> list[tuple[str, str]]:
+                       recovery_rate: float = 0.0, recovery_run: float = 0.0) -> list[tuple[str, str]]:
         """Expert (prompt, response) pairs on ``count`` train tasks (see ``craft_pl.rollout.demonstrations``)."""
         return demonstrations(self.environment, count, self.panel_seed, self.history_length, privileged_fraction,
-                              recovery_rate)
+                              recovery_rate, recovery_run)
 
     # ------------------------------------------------------------------ training: one RL step
     def train_dataloader(self) -> DataLoader:

@@ -109,6 +109,34 @@ def test_perturbations_are_seeded_and_either_another_admissible_action_or_an_inv
         Perturbation(1.5, seed=0)
 
 
+def _invalid_after_invalid(run: float) -> float:
+    admissible = ["go to desk 1", "go to bed 1", "take pen 1 from desk 1", "look"]
+    noise = Perturbation(0.3, seed=5, run=run)
+    invalid = [(d is not None and d not in admissible) for d in (noise.replace("look", admissible) for _ in range(4000))]
+    follows = [b for a, b in zip(invalid, invalid[1:]) if a]
+    return sum(follows) / len(follows)
+
+
+def test_invalid_perturbations_continue_into_runs_with_the_run_probability():
+    # at run 0 a turn after an invalid one is invalid only by a fresh draw (rate 0.3 x one half x swaps that miss)
+    assert _invalid_after_invalid(0.0) < 0.2
+    # at run 0.75: 0.75 continue, and a fresh draw may still make the rest invalid
+    assert 0.72 < _invalid_after_invalid(0.75) < 0.85
+    with pytest.raises(ValueError, match="recovery_run"):
+        Perturbation(0.2, seed=0, run=1.0)
+
+
+def test_run_zero_draws_exactly_what_single_perturbations_drew_before_runs_existed():
+    # the first draws of Perturbation(0.4, seed=9) recorded from the code before ``run`` was added: run 0 (the
+    # default) keeps every warm start's demonstrations, and so its cache key, as they were
+    admissible = ["go to desk 1", "go to bed 1", "take pen 1 from desk 1", "look"]
+    before = [None, "take pen 1 from desk 1", "go to to 1", None, None, None, "desk", "take pen 1 from desk 1", None,
+              None, "go to from 1", None]
+    assert [Perturbation(0.4, seed=9).replace("look", admissible) for _ in range(1)] == before[:1]
+    noise = Perturbation(0.4, seed=9, run=0.0)
+    assert [noise.replace("look", admissible) for _ in range(12)] == before
+
+
 def test_perturbed_episodes_that_are_lost_are_dropped_and_labels_stay_the_experts():
     env = PickWordEnv(max_turns=1)
     tasks = env.task_panel("train", 40, 0)
@@ -123,3 +151,5 @@ def test_a_recovery_rate_outside_zero_to_one_fails_when_the_policy_is_configured
 
     with pytest.raises(ValueError, match="recovery_demo_rate"):
         Policy(recovery_demo_rate=rate)
+    with pytest.raises(ValueError, match="recovery_demo_run"):
+        Policy(recovery_demo_run=rate)

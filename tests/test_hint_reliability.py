@@ -300,7 +300,7 @@ def test_validation_splits_privileged_success_by_hint_reliability():
     tasks = env.task_panel("val", 20, 0)
     reliable = [env.hint_is_reliable(t) for t in tasks]
     facts = DataFacts(env_name="SearchQAEnv", task_types=env.task_types, has_privileged_context=True,
-                      group_size=2, demonstrations=lambda count, share, rate: [], evaluate=lambda: [[], []],
+                      group_size=2, demonstrations=lambda count, share, rate, run: [], evaluate=lambda: [[], []],
                       hint_is_reliable=env.hint_is_reliable)
     plain = [_episode(t, False) for t in tasks]
     privileged = [_episode(t, ok and i % 4 != 0) for i, (t, ok) in enumerate(zip(tasks, reliable))]

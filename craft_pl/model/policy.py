@@ -52,6 +52,7 @@ class Policy(torch.nn.Module):
         teacher_ema_decay: float = 0.99,
         privileged_demo_fraction: float = 0.5,
         recovery_demo_rate: float = 0.0,
+        recovery_demo_run: float = 0.0,
         quantization: Literal["nf4"] | None = None,
         compute_dtype: Literal["float32", "bfloat16", "float16"] | None = None,
         double_quant: bool = True,
@@ -80,6 +81,8 @@ class Policy(torch.nn.Module):
             recovery_demo_rate: Share of warm-start demonstration turns that execute a perturbed action (a different
                 admissible one, or an invalid near-miss) while the row keeps the expert's label, so the later rows
                 teach recovery from states the expert alone never reaches (DART-style noise; 0 = the expert alone).
+            recovery_demo_run: Probability that a perturbed invalid turn is followed by another invalid one, so the
+                rows show the way out of several invalid replies in a row (0 = single invalid turns, as before).
             quantization: ``nf4`` keeps the frozen base weights in 4-bit NF4 (bitsandbytes; QLoRA: needs
                 ``finetune: lora``); null keeps them in ``dtype``.
             compute_dtype: Dtype the 4-bit weights are de-quantized to for each matmul (null = ``dtype``).
@@ -103,6 +106,9 @@ class Policy(torch.nn.Module):
         if not 0 <= recovery_demo_rate < 1:
             raise ValueError(f"policy.recovery_demo_rate must be in [0, 1), got {recovery_demo_rate}; "
                              "it is the share of demonstration turns perturbed (0.1-0.2 is typical)")
+        if not 0 <= recovery_demo_run < 1:
+            raise ValueError(f"policy.recovery_demo_run must be in [0, 1), got {recovery_demo_run}; it is the "
+                             "probability that an invalid perturbed turn is followed by another (0 = no runs)")
         if quantization is not None and finetune != "lora":
             raise ValueError(
                 f"policy.quantization={quantization!r} freezes the base in 4 bits, which cannot be fine-tuned in full; "
@@ -130,6 +136,7 @@ class Policy(torch.nn.Module):
         self.teacher_ema_decay = teacher_ema_decay
         self.privileged_demo_fraction = privileged_demo_fraction
         self.recovery_demo_rate = recovery_demo_rate
+        self.recovery_demo_run = recovery_demo_run
         self.quantization = quantization
         self.compute_dtype_name = compute_dtype or dtype
         self.double_quant = double_quant

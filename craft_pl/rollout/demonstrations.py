@@ -16,16 +16,19 @@ log = logging.getLogger(__name__)
 
 
 def demonstrations(env: AgentEnv, count: int, panel_seed: int, history_length: int,
-                   privileged_fraction: float = 0.0, recovery_rate: float = 0.0) -> list[tuple[str, str]]:
+                   privileged_fraction: float = 0.0, recovery_rate: float = 0.0,
+                   recovery_run: float = 0.0) -> list[tuple[str, str]]:
     """Expert (prompt, response) pairs on ``count`` train tasks seeded apart from RL and validation; a
     ``privileged_fraction`` of the episodes (chosen by a seeded draw) carry the privileged context, and a
-    ``recovery_rate`` of the turns execute a perturbed action (see ``collect_demonstrations``)."""
+    ``recovery_rate`` of the turns execute a perturbed action, invalid ones continuing into runs with probability
+    ``recovery_run`` (see ``Perturbation`` and ``collect_demonstrations``)."""
     tasks = env.task_panel("train", count, derive_seed(panel_seed, "demonstrations"))
     flags = None
     if privileged_fraction > 0 and env.has_privileged_context:
         draw = torch.rand(count, generator=torch.Generator().manual_seed(derive_seed(panel_seed, "privileged")))
         flags = (draw < privileged_fraction).tolist()
-    noise = Perturbation(recovery_rate, derive_seed(panel_seed, "recovery")) if recovery_rate > 0 else None
+    noise = (Perturbation(recovery_rate, derive_seed(panel_seed, "recovery"), recovery_run)
+             if recovery_rate > 0 else None)
     demos, expert_success = collect_demonstrations(env, tasks, history_length, flags, noise)
     log.info("expert demonstrations: %d rows, expert success %.3f%s", len(demos), expert_success,
              f", {noise.count} perturbed turns" if noise else "")
@@ -36,21 +39,32 @@ class Perturbation:
     """DART-style noise for demonstrations: with probability ``rate`` a turn executes another action than the
     expert's, half the time a different admissible one (an off-plan state), half the time an invalid one made by
     swapping one word of an admissible action for a word of another (the near-misses a small model writes, leading
-    to the environment's invalid-action reply). The recorded label stays the expert's action."""
+    to the environment's invalid-action reply). The recorded label stays the expert's action.
 
-    def __init__(self, rate: float, seed: int) -> None:
+    With ``run`` > 0 an invalid perturbed turn is followed by another invalid one with probability ``run`` (runs of
+    ``1 / (1 - run)`` turns on average), so that rows also show the way out of several ``Nothing happens.`` replies in
+    a row: the cascade a student falls into after its first invalid command, where the history no longer says where
+    it is and only the observation's admissible actions do."""
+
+    def __init__(self, rate: float, seed: int, run: float = 0.0) -> None:
         if not 0 <= rate <= 1:
             raise ValueError(f"recovery_rate={rate!r} is invalid; use a probability in [0, 1]")
+        if not 0 <= run < 1:
+            raise ValueError(f"recovery_run={run!r} is invalid; use a probability in [0, 1) (0 = single invalid turns)")
         self.rate = rate
+        self.run = run
         self.rng = random.Random(seed)
         self.count = 0
+        self.in_invalid_run = False
 
     def replace(self, expert_action: str, admissible: list[str]) -> str | None:
         """The action to execute instead of ``expert_action``, or ``None`` to execute the expert's."""
-        if not admissible or self.rng.random() >= self.rate:
+        continues_run = self.in_invalid_run and self.run > 0 and self.rng.random() < self.run  # no draw at run 0
+        self.in_invalid_run = False
+        if not admissible or (not continues_run and self.rng.random() >= self.rate):
             return None
         others = [a for a in admissible if a != expert_action]
-        if others and self.rng.random() < 0.5:
+        if others and not continues_run and self.rng.random() < 0.5:
             self.count += 1
             return self.rng.choice(others)
         words = sorted({word for action in admissible for word in action.split()})
@@ -61,6 +75,7 @@ class Perturbation:
             candidate = " ".join(template)
             if candidate not in admissible:
                 self.count += 1
+                self.in_invalid_run = True
                 return candidate
         return None
 
@@ -103,6 +118,8 @@ def _expert_episode(env: AgentEnv, expert, task: Task, history_length: int, cont
     """One expert episode as (prompt, response) pairs, and whether it was won."""
     observation = env.reset(task)
     expert.reset(task.instruction)
+    if noise is not None:
+        noise.in_invalid_run = False  # a run does not carry over into the next episode
     history: list[Turn] = []
     episode = []
     for turn in range(env.max_turns):
