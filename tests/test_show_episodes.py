@@ -20,3 +20,14 @@ def test_a_bad_only_names_the_choices_before_validation_starts(monkeypatch):
     monkeypatch.setattr(show_episodes, "craft_pl_main", lambda args: pytest.fail("validation ran"))
     with pytest.raises(SystemExit, match="ONLY=lost, ONLY=won"):
         show_episodes.main()
+
+
+def test_invalid_cascades_count_first_invalid_turns_runs_and_recoveries():
+    def episode(*valid):
+        return SimpleNamespace(turns=[SimpleNamespace(valid_action=v) for v in valid])
+
+    # invalid first turn, then a run of two, a recovery; a second episode starts afresh (its first turn is "first")
+    counts = show_episodes.invalid_cascades([episode(False, True, False, False, True), episode(False, False)])
+    assert counts == {"turns": 7, "invalid_after_valid": 3, "invalid_after_invalid": 2, "after_invalid": 4,
+                      "recovered": 0.5}
+    assert show_episodes.invalid_cascades([episode(True, True)])["recovered"] != 0.0  # NaN: nothing to recover from
