@@ -83,6 +83,8 @@ class Policy(torch.nn.Module):
                 teach recovery from states the expert alone never reaches (DART-style noise; 0 = the expert alone).
             recovery_demo_run: Probability that a perturbed invalid turn is followed by another invalid one, so the
                 rows show the way out of several invalid replies in a row (0 = single invalid turns, as before).
+                Measured on ALFWorld's explorer warm start (0.6): worse, validity 0.70 -> 0.53 (see
+                ``benchmarks/results/alfworld_warm_start_diagnosis.md``).
             quantization: ``nf4`` keeps the frozen base weights in 4-bit NF4 (bitsandbytes; QLoRA: needs
                 ``finetune: lora``); null keeps them in ``dtype``.
             compute_dtype: Dtype the 4-bit weights are de-quantized to for each matmul (null = ``dtype``).
