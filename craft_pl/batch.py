@@ -29,6 +29,24 @@ class Task:
 
 
 INVALID_ACTION = "invalid action"
+INVALID_HISTORY = ("placeholder", "text")
+
+
+def check_invalid_history(mode: str) -> str:
+    if mode not in INVALID_HISTORY:
+        raise ValueError(f"invalid_history={mode!r} is invalid; use 'placeholder' (later prompts show "
+                         f"{INVALID_ACTION!r}) or 'text' (they show the command the agent wrote)")
+    return mode
+
+
+def history_action(action: str | None, valid: bool, invalid_history: str) -> str:
+    """What later prompts' history shows for a turn's ``action`` (``None``: the response had no parsable action).
+    A valid action shows as itself; an invalid one as ``INVALID_ACTION`` under ``placeholder``, and under ``text``
+    as the command written (so the agent can see what it tried; the environment's reply follows as the next
+    observation), a response without a parsable action still as ``INVALID_ACTION``."""
+    if valid or (invalid_history == "text" and action):
+        return action
+    return INVALID_ACTION
 """What a prompt's history shows in place of an action the environment did not admit (or could not parse)."""
 
 

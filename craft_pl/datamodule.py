@@ -10,7 +10,7 @@ trainer's module. The step's rollout statistics ride on its first mini-batch (``
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -18,7 +18,7 @@ from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch.utils.data import DataLoader, IterableDataset
 from tqdm.auto import tqdm
 
-from craft_pl.batch import DataFacts, RolloutBatch, Task, Trajectory, TurnTexts
+from craft_pl.batch import DataFacts, RolloutBatch, Task, Trajectory, TurnTexts, check_invalid_history
 from craft_pl.distributed import globalise_token_counts, rank_share, world
 from craft_pl.envs.base import AgentEnv
 from craft_pl.rollout.demonstrations import demonstrations
@@ -81,6 +81,7 @@ class RolloutDataModule(pl.LightningDataModule):
         tasks_per_step: PositiveInt = 8,
         group_size: PositiveInt = 4,
         history_length: NonNegativeInt = 2,
+        invalid_history: Literal["placeholder", "text"] = "placeholder",
         max_new_tokens: PositiveInt = 24,
         temperature: float = 1.0,
         top_p: float = 1.0,
@@ -109,6 +110,9 @@ class RolloutDataModule(pl.LightningDataModule):
             tasks_per_step: B, tasks sampled per RL step.
             group_size: G, sibling rollouts per task (GRPO group).
             history_length: Past (observation, action) pairs shown in each prompt.
+            invalid_history: What the history shows for an invalid turn's action, in RL, validation and the warm
+                start's demonstrations alike: ``placeholder`` (the words ``invalid action``) or ``text`` (the
+                command the agent wrote, so that it can see what it tried and not repeat it).
             max_new_tokens: Longest response per turn; longer generations are invalid actions.
             temperature: Rollout sampling temperature; every log-prob of the rollout's responses (old, reference,
                 teacher, the update's) is taken at it (logits / T), so the PPO ratio compares what was sampled.
@@ -162,6 +166,7 @@ class RolloutDataModule(pl.LightningDataModule):
         self.tasks_per_step = tasks_per_step
         self.group_size = group_size
         self.history_length = history_length
+        self.invalid_history = check_invalid_history(invalid_history)
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.top_p = top_p
@@ -184,7 +189,8 @@ class RolloutDataModule(pl.LightningDataModule):
         self.max_gen_batches = max_gen_batches
         self.env_workers = env_workers
         self.experience = ExperienceMaker(process_env_factory(env) if env_workers == "process" else env,
-                                          history_length, self.engine, scoring_batch_size, env_step_timeout_s)
+                                          history_length, self.engine, scoring_batch_size, env_step_timeout_s,
+                                          invalid_history)
         self.generators: NamedGenerators | None = None
         self.seed = 0
         self.policy = None
@@ -238,7 +244,7 @@ class RolloutDataModule(pl.LightningDataModule):
                        recovery_rate: float = 0.0, recovery_run: float = 0.0) -> list[tuple[str, str]]:
         """Expert (prompt, response) pairs on ``count`` train tasks (see ``craft_pl.rollout.demonstrations``)."""
         return demonstrations(self.environment, count, self.panel_seed, self.history_length, privileged_fraction,
-                              recovery_rate, recovery_run)
+                              recovery_rate, recovery_run, self.invalid_history)
 
     # ------------------------------------------------------------------ training: one RL step
     def train_dataloader(self) -> DataLoader:

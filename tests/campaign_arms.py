@@ -29,7 +29,9 @@ SAME_AS_BEFORE = ((("model", "objective", "init_args", "clip_ratio_high"), (None
                   (("data", "dynamic_sampling"), (False,)),
                   (("data", "val_signal"), (True, False)),  # diagnostics before RL: logged, never trained on
                   (("data", "env_workers"), ("thread",)),
-                  (("data", "env", "init_args", "option_rule"), ("v2",)))
+                  (("data", "env", "init_args", "option_rule"), ("v2",)),
+                  (("data", "invalid_history"), ("placeholder",)),
+                  (("model", "policy", "init_args", "recovery_demo_run"), (0.0,)))
 """Knobs added later, at the values that reproduce what the arm ran with before them."""
 
 

@@ -227,7 +227,13 @@ def test_recovery_demonstrations_show_invalid_and_off_plan_states_with_expert_la
     tasks = long_env.task_panel("train", 8, 0)
     noise = Perturbation(0.3, seed=1)
     demos, success = collect_demonstrations(long_env, tasks, history_length=2, noise=noise)
+    shown, _ = collect_demonstrations(long_env, tasks, history_length=2, noise=Perturbation(0.3, seed=1),
+                                      invalid_history="text")
     long_env.close()
+    # the same seeded episodes; with ``text`` the history shows the command tried where RL's default shows the words
+    assert [label for _, label in shown] == [label for _, label in demos]
+    assert not any("[act] invalid action" in prompt for prompt, _ in shown)
+    assert [a == b for (a, _), (b, _) in zip(demos, shown)] == ["[act] invalid action" not in a for a, _ in demos]
     assert success == 1.0 and noise.count > 0  # the expert recovers from every perturbation within 30 turns
     after_invalid = [i for i, (prompt, _) in enumerate(demos) if f"Observation: {NOTHING_HAPPENS}" in prompt]
     assert after_invalid, "no row shows the state after an invalid command"

@@ -153,3 +153,26 @@ def test_a_recovery_rate_outside_zero_to_one_fails_when_the_policy_is_configured
         Policy(recovery_demo_rate=rate)
     with pytest.raises(ValueError, match="recovery_demo_run"):
         Policy(recovery_demo_run=rate)
+
+
+@pytest.mark.parametrize("mode, shown", [("placeholder", ["[invalid action]\n", "[invalid action]\n"]),
+                                         ("text", ["[zebra]\n", "[invalid action]\n"])])
+def test_an_invalid_turn_shows_in_later_history_as_the_placeholder_or_as_the_command_written(tiny_policy, mode, shown):
+    env = PickWordEnv(max_turns=2)
+    collector = Collector(lambda: PickWordEnv(max_turns=2), history_length=2, invalid_history=mode)
+    texts = ["<think>x</think><action>zebra</action>", "\u2603<action>unclosed",  # well-formed but not a word; junk
+             "<think>x</think><action>brick</action>", "<think>x</think><action>brick</action>"]
+    trajectories = collector.run(env.task_panel("train", 1, 0), 2, tiny_policy, ScriptedEngine(texts),
+                                 SamplingParams(), torch.Generator())
+    assert [t.turns[0].valid_action for t in trajectories] == [False, False]
+    assert [t.turns[1].prompt_parts.history[-1] for t in trajectories] == shown
+
+
+def test_history_action_rule_and_a_bad_mode_named():
+    from craft_pl.batch import INVALID_ACTION, check_invalid_history, history_action
+    assert history_action("go to desk 1", True, "placeholder") == "go to desk 1"
+    assert history_action("go to desk 9", False, "placeholder") == INVALID_ACTION
+    assert history_action("go to desk 9", False, "text") == "go to desk 9"
+    assert history_action(None, False, "text") == INVALID_ACTION  # nothing parsable to show
+    with pytest.raises(ValueError, match="invalid_history='verbatim'.*'placeholder'.*'text'"):
+        check_invalid_history("verbatim")

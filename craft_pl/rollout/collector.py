@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import torch
 
-from craft_pl.batch import INVALID_ACTION, PromptParts, Task, Trajectory, Turn, TurnRecord
+from craft_pl.batch import PromptParts, Task, Trajectory, Turn, TurnRecord, check_invalid_history, history_action
 from craft_pl.envs.base import AgentEnv
 from craft_pl.rollout.engine import Generation, GenerationEngine, SamplingParams
 from craft_pl.rollout.env_process import ProcessEnv
@@ -45,15 +45,17 @@ class Collector:
     """
 
     def __init__(self, env_factory: Callable[[], AgentEnv], history_length: int,
-                 env_step_timeout_s: float = 60.0) -> None:
+                 env_step_timeout_s: float = 60.0, invalid_history: str = "placeholder") -> None:
         """
         Args:
             env_factory: Builds one environment (one per concurrent episode, kept in a pool).
             history_length: Past (observation, action) pairs shown in each prompt.
             env_step_timeout_s: Most seconds one environment ``reset`` or ``step`` may take (0 = no limit).
+            invalid_history: What later prompts show for an invalid turn's action (``history_action``).
         """
         self.env_factory = env_factory
         self.history_length = history_length
+        self.invalid_history = check_invalid_history(invalid_history)
         self.watchdog = Watchdog(env_step_timeout_s, name="craft-env-watchdog")
         self.pool: list[AgentEnv | None] = []
         """Environments by episode slot; ``None`` marks one given up on during a stop, rebuilt when next needed."""
@@ -165,7 +167,8 @@ class Collector:
         record.valid_action = bool(well_formed and result.info.get("valid_action", True))
         trajectory.turns.append(record)
         trajectory.episode_reward += reward
-        history.append(Turn(observations[i], action if record.valid_action else INVALID_ACTION))
+        history.append(Turn(observations[i], history_action(action if well_formed else None, record.valid_action,
+                                                            self.invalid_history)))
         observations[i] = clean(result.observation, "observation")
         if result.done:
             trajectory.done = True

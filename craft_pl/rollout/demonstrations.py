@@ -7,7 +7,7 @@ import random
 
 import torch
 
-from craft_pl.batch import INVALID_ACTION, Task, Turn
+from craft_pl.batch import Task, Turn, history_action
 from craft_pl.envs.base import AgentEnv
 from craft_pl.seeding import derive_seed
 from craft_pl.text_entry import clean
@@ -17,11 +17,11 @@ log = logging.getLogger(__name__)
 
 def demonstrations(env: AgentEnv, count: int, panel_seed: int, history_length: int,
                    privileged_fraction: float = 0.0, recovery_rate: float = 0.0,
-                   recovery_run: float = 0.0) -> list[tuple[str, str]]:
+                   recovery_run: float = 0.0, invalid_history: str = "placeholder") -> list[tuple[str, str]]:
     """Expert (prompt, response) pairs on ``count`` train tasks seeded apart from RL and validation; a
     ``privileged_fraction`` of the episodes (chosen by a seeded draw) carry the privileged context, and a
     ``recovery_rate`` of the turns execute a perturbed action, invalid ones continuing into runs with probability
-    ``recovery_run`` (see ``Perturbation`` and ``collect_demonstrations``)."""
+    ``recovery_run`` (see ``Perturbation`` and ``collect_demonstrations``); ``invalid_history`` as the collector's."""
     tasks = env.task_panel("train", count, derive_seed(panel_seed, "demonstrations"))
     flags = None
     if privileged_fraction > 0 and env.has_privileged_context:
@@ -29,7 +29,7 @@ def demonstrations(env: AgentEnv, count: int, panel_seed: int, history_length: i
         flags = (draw < privileged_fraction).tolist()
     noise = (Perturbation(recovery_rate, derive_seed(panel_seed, "recovery"), recovery_run)
              if recovery_rate > 0 else None)
-    demos, expert_success = collect_demonstrations(env, tasks, history_length, flags, noise)
+    demos, expert_success = collect_demonstrations(env, tasks, history_length, flags, noise, invalid_history)
     log.info("expert demonstrations: %d rows, expert success %.3f%s", len(demos), expert_success,
              f", {noise.count} perturbed turns" if noise else "")
     return demos
@@ -82,7 +82,7 @@ class Perturbation:
 
 def collect_demonstrations(
     env: AgentEnv, tasks: list[Task], history_length: int, privileged: list[bool] | None = None,
-    noise: Perturbation | None = None,
+    noise: Perturbation | None = None, invalid_history: str = "placeholder",
 ) -> tuple[list[tuple[str, str]], float]:
     """Expert (prompt text, response text) pairs of the *won* episodes on ``tasks``, through the agent's own
     interface (the expert sees only instruction, observation and admissible actions); and the expert's success rate.
@@ -99,7 +99,7 @@ def collect_demonstrations(
             privileged_expert = env.make_privileged_expert()
         expert = privileged_expert if context else plain_expert
         try:
-            episode, won = _expert_episode(env, expert, task, history_length, context, noise)
+            episode, won = _expert_episode(env, expert, task, history_length, context, noise, invalid_history)
         except Exception as error:  # an environment or expert failure loses this episode, not the warm start
             errors += 1
             log.warning("expert episode on %s failed and is skipped: %s: %s", task.task_id, type(error).__name__, error)
@@ -114,7 +114,8 @@ def collect_demonstrations(
 
 
 def _expert_episode(env: AgentEnv, expert, task: Task, history_length: int, context: str,
-                    noise: Perturbation | None = None) -> tuple[list[tuple[str, str]], bool]:
+                    noise: Perturbation | None = None,
+                    invalid_history: str = "placeholder") -> tuple[list[tuple[str, str]], bool]:
     """One expert episode as (prompt, response) pairs, and whether it was won."""
     observation = env.reset(task)
     expert.reset(task.instruction)
@@ -133,7 +134,7 @@ def _expert_episode(env: AgentEnv, expert, task: Task, history_length: int, cont
         if executed is not None:
             valid = bool(result.info.get("valid_action", False))
             expert.overruled(action, valid)
-            action = executed if valid else INVALID_ACTION  # as the collector writes an invalid turn's history
+            action = history_action(executed, valid, invalid_history)  # as the collector writes it
         history.append(Turn(observation, action))
         observation = result.observation
         if result.done:

@@ -79,8 +79,9 @@ class ExperienceMaker:
     """Turns tasks into a scored, prepared ``RolloutBatch`` (see the module docstring for the recipe)."""
 
     def __init__(self, env_factory: Callable[[], AgentEnv], history_length: int, engine: GenerationEngine,
-                 scoring_batch_size: int, env_step_timeout_s: float = 60.0) -> None:
-        self.collector = Collector(env_factory, history_length, env_step_timeout_s)
+                 scoring_batch_size: int, env_step_timeout_s: float = 60.0,
+                 invalid_history: str = "placeholder") -> None:
+        self.collector = Collector(env_factory, history_length, env_step_timeout_s, invalid_history)
         self.engine = engine
         self.scoring_batch_size = scoring_batch_size
 
