@@ -112,7 +112,9 @@ class RolloutDataModule(pl.LightningDataModule):
             history_length: Past (observation, action) pairs shown in each prompt.
             invalid_history: What the history shows for an invalid turn's action, in RL, validation and the warm
                 start's demonstrations alike: ``placeholder`` (the words ``invalid action``) or ``text`` (the
-                command the agent wrote, so that it can see what it tried and not repeat it).
+                command the agent wrote, so that it can see what it tried; verl-agent's history does so). On
+                ALFWorld's tiny model ``text`` made the invalid-command cascades worse (the model copies the command):
+                ``benchmarks/results/alfworld_warm_start_diagnosis.md``.
             max_new_tokens: Longest response per turn; longer generations are invalid actions.
             temperature: Rollout sampling temperature; every log-prob of the rollout's responses (old, reference,
                 teacher, the update's) is taken at it (logits / T), so the PPO ratio compares what was sampled.
