@@ -29,6 +29,7 @@ class Task:
 
 
 INVALID_ACTION = "invalid action"
+"""What a prompt's history shows in place of an action the environment did not admit (or could not parse)."""
 INVALID_HISTORY = ("placeholder", "text")
 
 
@@ -47,7 +48,6 @@ def history_action(action: str | None, valid: bool, invalid_history: str) -> str
     if valid or (invalid_history == "text" and action):
         return action
     return INVALID_ACTION
-"""What a prompt's history shows in place of an action the environment did not admit (or could not parse)."""
 
 
 @dataclass(frozen=True)
@@ -219,8 +219,8 @@ class DataFacts:
     has_privileged_context: bool
     group_size: int
     demonstrations: Callable[[int, float, float, float], list[tuple[str, str]]]
-    """``(count, privileged_fraction, recovery_rate, recovery_run) -> [(prompt text, response text)]``: expert demonstrations for
-    the warm start and the tokenizer corpus."""
+    """``(count, privileged_fraction, recovery_rate, recovery_run) -> [(prompt text, response text)]``: expert
+    demonstrations for the warm start and the tokenizer corpus."""
     evaluate: Callable[[], list[list[Trajectory]]]
     """Runs the validation panel now: ``[plain episodes, privileged episodes (empty when not run)]``."""
     hint_is_reliable: Callable[[Task], bool] = lambda task: True
