@@ -119,8 +119,7 @@ class CraftModule(pl.LightningModule):
         if self.policy.warm_start is not None or self.policy.needs_corpus:
             count = self.policy.warm_start.num_demos if self.policy.warm_start else 200
             demonstrations = facts.demonstrations(count, self.policy.privileged_demo_fraction,
-                                                        self.policy.recovery_demo_rate,
-                                                        self.policy.recovery_demo_run)
+                                                  self.policy.recovery_demo_rate, self.policy.recovery_demo_run)
             corpus = [prompt + response for prompt, response in demonstrations]
         self.policy.build(corpus, demonstrations if self.policy.warm_start else None, seed,
                           device=self._trainer.strategy.root_device if self._trainer is not None else None)

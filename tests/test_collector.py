@@ -132,9 +132,9 @@ def test_run_zero_draws_exactly_what_single_perturbations_drew_before_runs_exist
     admissible = ["go to desk 1", "go to bed 1", "take pen 1 from desk 1", "look"]
     before = [None, "take pen 1 from desk 1", "go to to 1", None, None, None, "desk", "take pen 1 from desk 1", None,
               None, "go to from 1", None]
-    assert [Perturbation(0.4, seed=9).replace("look", admissible) for _ in range(1)] == before[:1]
-    noise = Perturbation(0.4, seed=9, run=0.0)
-    assert [noise.replace("look", admissible) for _ in range(12)] == before
+    default, zero_run = Perturbation(0.4, seed=9), Perturbation(0.4, seed=9, run=0.0)
+    assert [default.replace("look", admissible) for _ in range(12)] == before
+    assert [zero_run.replace("look", admissible) for _ in range(12)] == before
 
 
 def test_perturbed_episodes_that_are_lost_are_dropped_and_labels_stay_the_experts():

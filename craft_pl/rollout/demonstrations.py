@@ -57,6 +57,10 @@ class Perturbation:
         self.count = 0
         self.in_invalid_run = False
 
+    def start_episode(self) -> None:
+        """A run of invalid turns does not carry over into the next episode."""
+        self.in_invalid_run = False
+
     def replace(self, expert_action: str, admissible: list[str]) -> str | None:
         """The action to execute instead of ``expert_action``, or ``None`` to execute the expert's."""
         continues_run = self.in_invalid_run and self.run > 0 and self.rng.random() < self.run  # no draw at run 0
@@ -120,7 +124,7 @@ def _expert_episode(env: AgentEnv, expert, task: Task, history_length: int, cont
     observation = env.reset(task)
     expert.reset(task.instruction)
     if noise is not None:
-        noise.in_invalid_run = False  # a run does not carry over into the next episode
+        noise.start_episode()
     history: list[Turn] = []
     episode = []
     for turn in range(env.max_turns):
