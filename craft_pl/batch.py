@@ -228,3 +228,6 @@ class DataFacts:
     ``hint_reliability`` makes the others mislead), for splitting the privileged evaluation."""
     signal_at_start: Callable[[], dict[str, float]] | None = None
     """Runs the validation panel's signal diagnostics now (greedy success, pass@G), or None when switched off."""
+    student_demonstrations: Callable[..., list[tuple[str, str]]] | None = None
+    """``(count, model, tokenizer, encode_prompt, temperature, seed) -> [(prompt text, response text)]``: states the
+    model reaches when it plays, labelled by the expert (the warm start's ``student_episodes``, DAgger)."""

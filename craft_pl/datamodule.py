@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from craft_pl.batch import DataFacts, RolloutBatch, Task, Trajectory, TurnTexts, check_invalid_history
 from craft_pl.distributed import globalise_token_counts, rank_share, world
 from craft_pl.envs.base import AgentEnv
-from craft_pl.rollout.demonstrations import demonstrations
+from craft_pl.rollout.demonstrations import demonstrations, student_demonstrations
 from craft_pl.rollout.engine import GenerationEngine, HFEngine, SamplingParams
 from craft_pl.rollout.env_process import process_env_factory
 from craft_pl.rollout.experience import ExperienceMaker, Refill
@@ -215,6 +215,7 @@ class RolloutDataModule(pl.LightningDataModule):
             has_privileged_context=self.environment.has_privileged_context,
             group_size=self.group_size,
             demonstrations=self.demonstrations,
+            student_demonstrations=self.student_demonstrations,
             evaluate=self.evaluate,
             hint_is_reliable=self.environment.hint_is_reliable,
             signal_at_start=self.signal_at_start if self.val_signal else None,
@@ -247,6 +248,21 @@ class RolloutDataModule(pl.LightningDataModule):
         """Expert (prompt, response) pairs on ``count`` train tasks (see ``craft_pl.rollout.demonstrations``)."""
         return demonstrations(self.environment, count, self.panel_seed, self.history_length, privileged_fraction,
                               recovery_rate, recovery_run, self.invalid_history)
+
+    def student_demonstrations(self, count: int, model: torch.nn.Module, tokenizer, encode_prompt: Callable,
+                               temperature: float, seed: int) -> list[tuple[str, str]]:
+        """DAgger rows (``craft_pl.rollout.demonstrations.student_demonstrations``): ``model`` plays ``count`` train
+        tasks, sampled at ``temperature`` (rollout's top-p and response length) from its own seeded stream."""
+        sampling = SamplingParams(temperature, self.top_p, self.max_new_tokens)
+        generator = torch.Generator().manual_seed(derive_seed(seed, "student_demonstrations"))
+        engine, stops = HFEngine(), self.environment.stop_strings
+
+        def respond(prompt: str) -> str:
+            [generation] = engine.generate(model, tokenizer, [encode_prompt(prompt)], sampling, generator, stops)
+            return tokenizer.decode(generation.token_ids, skip_special_tokens=False) if generation.finished else ""
+
+        return student_demonstrations(self.environment, count, self.panel_seed, self.history_length, respond,
+                                      self.invalid_history)
 
     # ------------------------------------------------------------------ training: one RL step
     def train_dataloader(self) -> DataLoader:

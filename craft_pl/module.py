@@ -122,7 +122,8 @@ class CraftModule(pl.LightningModule):
                                                   self.policy.recovery_demo_rate, self.policy.recovery_demo_run)
             corpus = [prompt + response for prompt, response in demonstrations]
         self.policy.build(corpus, demonstrations if self.policy.warm_start else None, seed,
-                          device=self._trainer.strategy.root_device if self._trainer is not None else None)
+                          device=self._trainer.strategy.root_device if self._trainer is not None else None,
+                          student_demonstrations=facts.student_demonstrations)
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.policy.trainable_parameters(), lr=self.lr, betas=self.adam_betas,

@@ -31,7 +31,10 @@ SAME_AS_BEFORE = ((("model", "objective", "init_args", "clip_ratio_high"), (None
                   (("data", "env_workers"), ("thread",)),
                   (("data", "env", "init_args", "option_rule"), ("v2",)),
                   (("data", "invalid_history"), ("placeholder",)),
-                  (("model", "policy", "init_args", "recovery_demo_run"), (0.0,)))
+                  (("model", "policy", "init_args", "recovery_demo_run"), (0.0,)),
+                  (("model", "policy", "init_args", "warm_start", "student_episodes"), (0,)),
+                  (("model", "policy", "init_args", "warm_start", "student_steps"), (1000,)),
+                  (("model", "policy", "init_args", "warm_start", "student_temperature"), (1.0,)))
 """Knobs added later, at the values that reproduce what the arm ran with before them."""
 
 

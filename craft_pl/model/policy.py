@@ -16,6 +16,7 @@ from typing import Iterator, Literal
 import torch
 
 from craft_pl.distributed import gather_for_inference, shard_for_training
+from craft_pl.model.dagger import clone_on_student_states
 from craft_pl.model.loading import BUILTIN_TINY, DTYPES, load_model, load_tokenizer
 from craft_pl.model.logprobs import ResponseScores, score_pairs
 from craft_pl.model.quantization import (
@@ -159,11 +160,12 @@ class Policy(torch.nn.Module):
         return self.model_name == BUILTIN_TINY
 
     def build(self, corpus: list[str], demonstrations: list[tuple[str, str]] | None, seed: int,
-              device: torch.device | str | None = None) -> None:
+              device: torch.device | str | None = None, student_demonstrations=None) -> None:
         """Load or create tokenizer and model, warm-start them, then attach the adapter / reference.
 
         ``device`` is where the model will run; it matters only for 4-bit weights (checked for bitsandbytes support;
-        a hub model is quantized straight onto it while loading)."""
+        a hub model is quantized straight onto it while loading); ``student_demonstrations`` is the data side's
+        (``DataFacts``), for the warm start's ``student_episodes``."""
         if self.is_built:
             return
         device = torch.device(device or "cpu")
@@ -177,7 +179,7 @@ class Policy(torch.nn.Module):
         if self.warm_start is not None:
             if not demonstrations:
                 raise ValueError("policy.warm_start is set but the environment produced no demonstrations")
-            self._warm_start(base, demonstrations, seed)
+            self._warm_start(base, demonstrations, seed, student_demonstrations)
         for parameter in base.parameters():
             parameter.requires_grad_(False)
         if self.quantization == "nf4" and not getattr(base, "is_loaded_in_4bit", False):
@@ -213,7 +215,8 @@ class Policy(torch.nn.Module):
                 parameter.requires_grad_(True)
             self.model = base
 
-    def _warm_start(self, base: torch.nn.Module, demonstrations: list[tuple[str, str]], seed: int) -> None:
+    def _warm_start(self, base: torch.nn.Module, demonstrations: list[tuple[str, str]], seed: int,
+                    student_demonstrations=None) -> None:
         rows = [(self.encode_prompt(p), self.encode_response(r)) for p, r in demonstrations]
         # the float kernels too: the same settings give other weights on another torch or another CPU instruction set
         # (AVX-512 vs AVX2: benchmarks/results/teacher_investigation.md), so such a cache must miss, not be shared
@@ -223,6 +226,9 @@ class Policy(torch.nn.Module):
         generator = torch.Generator().manual_seed(derive_seed(seed, "warm_start"))
         self.warm_start_losses = warm_start_weights(base, rows, self.warm_start, key, self.tokenizer.pad_token_id,
                                                     generator)
+        if self.warm_start.student_episodes:
+            self.warm_start_losses += clone_on_student_states(self, base, rows, key, description,
+                                                              student_demonstrations, seed)
 
     # ------------------------------------------------------------------ teacher adapter
     def _adapter_pairs(self, source: str, target: str) -> list[tuple[torch.nn.Parameter, torch.nn.Parameter]]:

@@ -52,15 +52,28 @@ class WarmStart:
     """Rows (turns) per behaviour-cloning step."""
     lr: float = 1e-3
     """AdamW learning rate of behaviour cloning."""
+    student_episodes: int = 0
+    """DAgger: after cloning, the cloned student plays this many train tasks, the expert labels every state it
+    reaches (its invalid-command cascades and detours included), and cloning goes on over both sets of rows
+    (0 = off; ``craft_pl.model.dagger``)."""
+    student_steps: int = 1000
+    """Optimizer steps of the cloning after the student's episodes (with ``student_episodes`` > 0)."""
+    student_temperature: float = 1.0
+    """Sampling temperature of the student while it plays those episodes."""
     cache: bool = True
     """Reuse a previous warm start with identical settings, model, tokenizer and demonstrations."""
     cache_dir: str | None = None
     """Where cached warm starts live (default ``$CRAFT_PL_CACHE`` or ``~/.cache/craft_pl``)."""
 
     def __post_init__(self) -> None:
-        for name in ("num_demos", "steps", "batch_size"):
+        for name in ("num_demos", "steps", "batch_size", "student_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"warm_start.{name} must be >= 1, got {getattr(self, name)}")
+        if self.student_episodes < 0:
+            raise ValueError(f"warm_start.student_episodes must be >= 0 (0 = no student episodes), got "
+                             f"{self.student_episodes}")
+        if not self.student_temperature > 0:
+            raise ValueError(f"warm_start.student_temperature must be > 0, got {self.student_temperature}")
         if not self.lr > 0:
             raise ValueError(f"warm_start.lr must be > 0, got {self.lr}")
 
@@ -70,10 +83,15 @@ def cache_directory(settings: WarmStart) -> Path:
     return Path(root) / "warm_start"
 
 
+STUDENT_FIELDS = ("student_episodes", "student_steps", "student_temperature")
+"""The DAgger stage's settings: not part of the first cloning's key (its weights do not depend on them); the second
+stage's key is over all rows, with these settings carried in ``model_description``."""
+
+
 def cache_key(settings: WarmStart, model_description: str, vocab: dict[str, int], rows: list[tuple[list[int], list[int]]], seed: int) -> str:
     """A digest of everything that determines the warm-started weights."""
     digest = hashlib.sha256()
-    learn = {k: v for k, v in asdict(settings).items() if k not in ("cache", "cache_dir")}
+    learn = {k: v for k, v in asdict(settings).items() if k not in ("cache", "cache_dir") + STUDENT_FIELDS}
     digest.update(json.dumps({"settings": learn, "model": model_description, "seed": seed}, sort_keys=True).encode())
     digest.update(json.dumps(sorted(vocab.items())).encode())
     for prompt, response in rows:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 
 import torch
 
@@ -33,6 +34,18 @@ def demonstrations(env: AgentEnv, count: int, panel_seed: int, history_length: i
     log.info("expert demonstrations: %d rows, expert success %.3f%s", len(demos), expert_success,
              f", {noise.count} perturbed turns" if noise else "")
     return demos
+
+
+def student_demonstrations(env: AgentEnv, count: int, panel_seed: int, history_length: int,
+                           student: Callable[[str], str], invalid_history: str = "placeholder") -> list[tuple[str, str]]:
+    """DAgger rows: the student (prompt text -> response text) plays ``count`` train tasks, drawn apart from the
+    demonstrations' and RL's, and the expert labels every state it reaches (see ``collect_demonstrations``)."""
+    tasks = env.task_panel("train", count, derive_seed(panel_seed, "student_demonstrations"))
+    rows, student_success = collect_demonstrations(env, tasks, history_length, invalid_history=invalid_history,
+                                                   student=student)
+    log.info("student-driven demonstrations: %d rows labelled by the expert, student success %.3f", len(rows),
+             student_success)
+    return rows
 
 
 class Perturbation:
@@ -87,6 +100,7 @@ class Perturbation:
 def collect_demonstrations(
     env: AgentEnv, tasks: list[Task], history_length: int, privileged: list[bool] | None = None,
     noise: Perturbation | None = None, invalid_history: str = "placeholder",
+    student: Callable[[str], str] | None = None,
 ) -> tuple[list[tuple[str, str]], float]:
     """Expert (prompt text, response text) pairs of the *won* episodes on ``tasks``, through the agent's own
     interface (the expert sees only instruction, observation and admissible actions); and the expert's success rate.
@@ -94,6 +108,9 @@ def collect_demonstrations(
     (``AgentEnv.true_privileged_context``: the teacher learns to trust its hints; only RL's may mislead).
     With ``noise``, some turns execute a perturbed action while their row keeps the expert's label, so that later
     rows show the expert recovering from states it would never reach alone (an invalid command's reply, a detour).
+    With ``student`` (prompt text -> response text), the student's own action is executed at every turn and each
+    row is the state it reached labelled with the expert's action (DAgger); every episode's rows are kept, won or
+    lost, since the labels are the expert's whatever the student did; the rate returned is then the student's.
     """
     demos, wins, errors = [], 0, 0
     plain_expert, privileged_expert = env.make_expert(), None
@@ -103,13 +120,14 @@ def collect_demonstrations(
             privileged_expert = env.make_privileged_expert()
         expert = privileged_expert if context else plain_expert
         try:
-            episode, won = _expert_episode(env, expert, task, history_length, context, noise, invalid_history)
+            episode, won = _expert_episode(env, expert, task, history_length, context, noise, invalid_history,
+                                           student)
         except Exception as error:  # an environment or expert failure loses this episode, not the warm start
             errors += 1
             log.warning("expert episode on %s failed and is skipped: %s: %s", task.task_id, type(error).__name__, error)
             continue
-        if won:
-            wins += 1
+        wins += won
+        if won or student is not None:
             demos.extend((clean(prompt, "demonstration"), clean(response, "demonstration"))
                          for prompt, response in episode)
     if errors:
@@ -118,9 +136,10 @@ def collect_demonstrations(
 
 
 def _expert_episode(env: AgentEnv, expert, task: Task, history_length: int, context: str,
-                    noise: Perturbation | None = None,
-                    invalid_history: str = "placeholder") -> tuple[list[tuple[str, str]], bool]:
-    """One expert episode as (prompt, response) pairs, and whether it was won."""
+                    noise: Perturbation | None = None, invalid_history: str = "placeholder",
+                    student: Callable[[str], str] | None = None) -> tuple[list[tuple[str, str]], bool]:
+    """One episode as (prompt, expert response) pairs, and whether it was won: the expert acts, or, with
+    ``student``, the student acts and the expert only labels."""
     observation = env.reset(task)
     expert.reset(task.instruction)
     if noise is not None:
@@ -133,9 +152,15 @@ def _expert_episode(env: AgentEnv, expert, task: Task, history_length: int, cont
         recent = history[max(0, len(history) - history_length) :] if history_length else []  # all, while fewer
         parts = env.prompt(task, recent, observation, turn)
         episode.append(((context + parts.render()), env.format_response(action)))
-        executed = noise.replace(action, admissible) if noise is not None else None
-        result = env.step(executed if executed is not None else action)
-        if executed is not None:
+        if student is not None:
+            parsed, well_formed = env.parse_action(student(context + parts.render()))
+            executed = parsed if well_formed else None  # as the collector steps it: None, no parsable action
+            overruled = executed != action
+        else:
+            executed = noise.replace(action, admissible) if noise is not None else None
+            overruled = executed is not None
+        result = env.step(executed if overruled else action)
+        if overruled:
             valid = bool(result.info.get("valid_action", False))
             expert.overruled(action, valid)
             action = history_action(executed, valid, invalid_history)  # as the collector writes it
