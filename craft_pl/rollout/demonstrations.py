@@ -151,9 +151,10 @@ def _expert_episode(env: AgentEnv, expert, task: Task, history_length: int, cont
         action = expert.act(observation, admissible)
         recent = history[max(0, len(history) - history_length) :] if history_length else []  # all, while fewer
         parts = env.prompt(task, recent, observation, turn)
-        episode.append(((context + parts.render()), env.format_response(action)))
+        prompt = context + parts.render()
+        episode.append((prompt, env.format_response(action)))
         if student is not None:
-            parsed, well_formed = env.parse_action(student(context + parts.render()))
+            parsed, well_formed = env.parse_action(student(prompt))
             executed = parsed if well_formed else None  # as the collector steps it: None, no parsable action
             overruled = executed != action
         else:
